@@ -1,0 +1,72 @@
+"""What callers use: open a set of tunnels in kernel or userspace mode behind one interface."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from alt_router.gre.config import MODES, TunnelConfig, check_set
+from alt_router.gre.dataplane import InnerHook
+from alt_router.gre.kernel import KernelTunnels, probe_kernel_gre
+from alt_router.gre.userspace import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Tunnels(Protocol):
+    """Running tunnels.  ``poll`` does the work (userspace) or just waits (kernel)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def poll(self, timeout: float | None) -> None: ...
+    def stop(self) -> None: ...
+    def stats(self) -> dict[str, object]: ...
+
+
+class ModeError(ValueError):
+    """The requested tunnel mode cannot be honoured."""
+
+
+def choose_mode(
+    requested: str, *, kernel_ok: bool, kernel_why: str, needs_userspace: bool,
+) -> tuple[str, str]:
+    """Pick "kernel" or "userspace" and say why (for the log)."""
+    if requested not in MODES:
+        raise ModeError(f"mode {requested!r} is not one of {', '.join(MODES)}")
+    if requested == "userspace":
+        return "userspace", "userspace mode requested"
+    if needs_userspace:
+        if requested == "kernel":
+            raise ModeError("an inner-packet hook needs the userspace data path, not kernel GRE")
+        return "userspace", "an inner-packet hook needs the userspace data path"
+    if requested == "kernel":
+        if not kernel_ok:
+            raise ModeError(f"kernel mode requested but {kernel_why}")
+        return "kernel", "kernel mode requested"
+    if kernel_ok:
+        return "kernel", f"auto: {kernel_why}"
+    return "userspace", f"auto: falling back to userspace because {kernel_why}"
+
+
+def make_tunnels(
+    configs: Iterable[TunnelConfig], mode: str = "auto", hook: InnerHook | None = None,
+) -> Tunnels:
+    """Build (not yet open) the tunnels in the mode ``mode`` resolves to, logging the choice."""
+    tunnels = check_set(configs)
+    kernel_ok, why = True, "not probed"
+    if mode in {"auto", "kernel"} and hook is None:
+        for family in sorted({t.family for t in tunnels}):
+            kernel_ok, why = probe_kernel_gre(family)
+            if not kernel_ok:
+                break
+    chosen, reason = choose_mode(mode, kernel_ok=kernel_ok, kernel_why=why, needs_userspace=hook is not None)
+    # A fallback is worth a warning: the operator asked for something better.
+    log.log(logging.WARNING if "falling back" in reason else logging.INFO, "GRE tunnel mode: %s (%s)",
+            chosen, reason)
+    if chosen == "kernel":
+        return KernelTunnels(tunnels)
+    return Engine(tunnels, hook)

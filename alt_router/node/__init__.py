@@ -1,0 +1,1 @@
+"""An ALT node: its configuration (and, later, the daemon that wires it up)."""

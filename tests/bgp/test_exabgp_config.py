@@ -1,0 +1,105 @@
+"""Rendering ExaBGP's configuration from a node config, checked by ExaBGP's own validator."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from alt_router.bgp.exabgp_config import ExabgpConfigError, next_hop_for, render_exabgp_config
+from alt_router.node.config import NodeConfig, load_config, parse_config
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "docs" / "examples"
+RUN = f"{sys.executable} -c pass"
+
+
+def node_a() -> NodeConfig:
+    return load_config(EXAMPLES / "node-a.toml")
+
+
+def neighbor_block(text: str, address: str) -> str:
+    start = text.index(f"neighbor {address} {{")
+    return text[start:text.index("\n}\n", start)]
+
+
+def test_one_neighbor_per_peer_on_tunnel_addresses() -> None:
+    text = render_exabgp_config(node_a(), RUN)
+    b = neighbor_block(text, "10.255.1.2")
+    for line in ("local-address 10.255.1.1;", "local-as 65001;", "peer-as 65002;", "router-id 192.0.2.1;",
+                 "hold-time 90;", 'md5-password "alt-a-b";', "ipv4 unicast;", "ipv6 unicast;",
+                 "route-refresh;", "processes [ alt-router ];", "neighbor-changes;",
+                 "receive { parsed; update; refresh; notification; open; }",
+                 "route 153.16.0.0/16 next-hop self;", "route 2001:db8:a::/48 next-hop fd00:255:1::1;"):
+        assert line in b, line
+    c = neighbor_block(text, "10.255.2.2")
+    assert "peer-as 65003;" in c and "md5-password" not in c and "ipv6 unicast" not in c
+    assert "2001:db8:a::/48" not in c  # c only carries IPv4
+    assert "graceful-restart" not in text  # see the module docstring: it breaks teardown
+    assert f"run {RUN};" in text and "encoder json;" in text
+
+
+def test_ipv6_next_hop_on_ipv4_only_tunnel_is_mapped() -> None:
+    cfg = node_a()
+    c = cfg.peers[1]
+    c6 = dataclasses.replace(c, families=("ipv4", "ipv6"))
+    v6 = cfg.eid.announce[1]
+    assert next_hop_for(c6, v6) == str(ip_address("::ffff:10.255.2.1"))
+    assert next_hop_for(c6, cfg.eid.announce[0]) == "self"
+
+
+def test_ipv4_prefix_over_ipv6_only_tunnel_uses_no_self() -> None:
+    text = (EXAMPLES / "node-a.toml").read_text()
+    cfg = parse_config(text)
+    b = cfg.peers[0]
+    v6_only = dataclasses.replace(b, tunnel=dataclasses.replace(b.tunnel, local_ipv4=None, remote_ipv4=None))
+    assert next_hop_for(v6_only, cfg.eid.announce[1]) == "self"
+    with pytest.raises(ExabgpConfigError, match="no IPv4 tunnel address"):
+        next_hop_for(v6_only, cfg.eid.announce[0])
+
+
+@pytest.mark.parametrize("bad", ['pa"ss', "pa;ss", "a\nb", "x}"])
+def test_unrenderable_password_is_refused(bad: str) -> None:
+    cfg = node_a()
+    peer = dataclasses.replace(cfg.peers[0], md5_password=bad)
+    with pytest.raises(ExabgpConfigError, match="md5_password"):
+        render_exabgp_config(dataclasses.replace(cfg, peers=(peer,)), RUN)
+
+
+def test_bad_run_command_or_process_name() -> None:
+    with pytest.raises(ExabgpConfigError):
+        render_exabgp_config(node_a(), "bridge; rm -rf /")
+    with pytest.raises(ExabgpConfigError):
+        render_exabgp_config(node_a(), RUN, process="a b")
+
+
+def test_committed_example_matches_the_renderer() -> None:
+    """exabgp.conf.d/node-a.conf is documentation: it must be what the code renders today."""
+    example = (ROOT / "exabgp.conf.d" / "node-a.conf").read_text()
+    rendered = render_exabgp_config(node_a(), "/usr/local/bin/alt-router exabgp-bridge")
+    assert rendered[rendered.index("\nprocess "):] == example[example.index("\nprocess "):]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("node-*.toml")))
+def test_exabgp_validates_the_rendering(tmp_path: Path, name: str) -> None:
+    exabgp = require_tool("exabgp")
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text(render_exabgp_config(load_config(EXAMPLES / name), RUN))
+    proc = subprocess.run([exabgp, "validate", "-n", "-r", str(conf)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_exabgp_validator_catches_a_broken_rendering(tmp_path: Path) -> None:
+    """The validation above can fail: a neighbor with an invalid keyword is refused."""
+    exabgp = require_tool("exabgp")
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text(render_exabgp_config(node_a(), RUN).replace("hold-time 90;", "hold-time 90;\n bogus 1;"))
+    proc = subprocess.run([exabgp, "validate", str(conf)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode != 0
