@@ -175,7 +175,9 @@ def _item(d: dict[str, Any], indent: str) -> list[str]:
     for key, value in d.items():
         if key in ("prefix", "eid", "mask_len", "address") or isinstance(value, bool) or _empty(value):
             continue
-        if not _is_compound(key, value):
+        if key == "locators" and value == []:
+            parts.append("negative")  # RFC 9301 §5.4: a record without locators is a negative mapping
+        elif not _is_compound(key, value):
             parts.append(f"{key}={_scalar(key, value)}")
         elif isinstance(value, dict):
             nested.append(f"{indent}  {key}:")

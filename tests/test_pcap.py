@@ -188,7 +188,9 @@ def test_wireshark_written_pcapng_reads_the_same(tmp_path: Path) -> None:
     editcap = require_tool("editcap")
     src = tmp_path / "in.pcap"
     dst = tmp_path / "out.pcapng"
-    packets = [(Decimal("5.000007"), pcap.ethernet_frame(P4)), (6, pcap.ethernet_frame(P6))]
+    packets: list[tuple[pcap.Timestamp, bytes]] = [
+        (Decimal("5.000007"), pcap.ethernet_frame(P4)), (6, pcap.ethernet_frame(P6)),
+    ]
     src.write_bytes(pcap.write_pcap(packets, linktype=1))
     subprocess.run([editcap, "-F", "pcapng", str(src), str(dst)], check=True, capture_output=True, timeout=30)
     assert dst.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"

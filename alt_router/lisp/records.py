@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from ipaddress import IPv4Address
 
 from alt_router.lisp._fast import maker
 from alt_router.lisp.address import Address, check_address, decode_address, encode_address, max_mask_len
@@ -168,7 +169,7 @@ def decode_eid_record(data: bytes, off: int, index: int) -> tuple[EidRecord, int
         raise LispDecodeError(f"EID record {index}: header truncated at offset {off}")
     _rsvd, mask_len = _EID_REC.unpack_from(data, off)
     eid, end = decode_address(data, off + 2, "EID record prefix")
-    if mask_len > max_mask_len(eid):
+    if mask_len > (32 if type(eid) is IPv4Address else max_mask_len(eid)):
         raise LispDecodeError(
             f"EID record {index}: mask-len {mask_len} at offset {off + 1} too long for {eid}"
         )
@@ -180,7 +181,7 @@ def decode_mapping_record(data: bytes, off: int, index: int) -> tuple[MappingRec
         raise LispDecodeError(f"mapping record {index}: header truncated at offset {off}")
     ttl, loc_count, mask_len, act, version = _MAP_REC.unpack_from(data, off)
     eid, pos = decode_address(data, off + 10, "mapping record EID-prefix")
-    if mask_len > max_mask_len(eid):
+    if mask_len > (32 if type(eid) is IPv4Address else max_mask_len(eid)):
         raise LispDecodeError(
             f"mapping record {index}: mask-len {mask_len} at offset {off + 5} too long for {eid}"
         )

@@ -38,7 +38,7 @@ Output = Event | TeardownPeer
 
 
 @dataclass(slots=True)
-class PeerState:
+class PeerStatus:
     info: PeerInfo
     up: bool = False
     since: float = 0.0
@@ -59,17 +59,17 @@ class Rib:
         self.stream = stream if stream is not None else EventStream()
         self.drops = DropCounters()
         self.stats: Counter[str] = Counter()
-        self._peers: dict[str, PeerState] = {p.name: PeerState(p) for p in peers}
+        self._peers: dict[str, PeerStatus] = {p.name: PeerStatus(p) for p in peers}
         self._candidates: dict[Prefix, dict[str, Path]] = {}
         self._loc: DualTable[Path] = DualTable()
         self._router_ids: dict[str, IPv4Address] = {}
 
     # --- peers ---------------------------------------------------------------
 
-    def peer(self, name: str) -> PeerState | None:
+    def peer(self, name: str) -> PeerStatus | None:
         return self._peers.get(name)
 
-    def peers(self) -> Iterator[PeerState]:
+    def peers(self) -> Iterator[PeerStatus]:
         return iter(self._peers.values())
 
     def peer_name_for(self, address: str | IPAddress) -> str | None:
@@ -175,6 +175,10 @@ class Rib:
             return None
         return found[1] if found else None
 
+    def lookup_packed(self, packed: bytes) -> Path | None:
+        """Best path for a raw 4- or 16-byte destination address: the forwarding fast path."""
+        return self._loc.lookup_packed(packed)
+
     def get(self, prefix: str | Prefix) -> Path | None:
         return self._loc.get(prefix)
 
@@ -207,7 +211,7 @@ class Rib:
         self.stream.publish(event)
         return event
 
-    def _add(self, state: PeerState, ann: Announce, now: float) -> list[Output]:
+    def _add(self, state: PeerStatus, ann: Announce, now: float) -> list[Output]:
         nh_peer = self.policy.next_hop_peer(ann.next_hop)
         assert nh_peer is not None  # policy.check refused unknown next hops
         path = Path(
@@ -222,7 +226,7 @@ class Rib:
         self._candidates.setdefault(ann.prefix, {})[state.info.name] = path
         return self._reselect(ann.prefix)
 
-    def _remove(self, state: PeerState, prefix: Prefix) -> list[Output]:
+    def _remove(self, state: PeerStatus, prefix: Prefix) -> list[Output]:
         if state.adj_in.pop(prefix, None) is None:
             return []
         cands = self._candidates.get(prefix)
@@ -232,13 +236,13 @@ class Rib:
                 del self._candidates[prefix]
         return self._reselect(prefix)
 
-    def _withdraw_all(self, state: PeerState) -> list[Output]:
+    def _withdraw_all(self, state: PeerStatus) -> list[Output]:
         out: list[Output] = []
         for prefix in list(state.adj_in):
             out.extend(self._remove(state, prefix))
         return out
 
-    def _max_prefix_teardown(self, state: PeerState, now: float) -> list[Output]:
+    def _max_prefix_teardown(self, state: PeerStatus, now: float) -> list[Output]:
         reason = f"max-prefix {state.info.max_prefix} exceeded"
         out = self.peer_down(state.info.name, reason, now)
         out.append(TeardownPeer(state.info.name, reason))

@@ -103,6 +103,19 @@ class LpmTable(Generic[V]):
         value: V = self._tree[key]
         return ip_network(key), value
 
+    def lookup_packed(self, packed: bytes) -> V | None:
+        """The value of the longest prefix covering a raw 4- or 16-byte address, or None.
+
+        The forwarding hot path: the forwarder already holds the destination as
+        the packet's own bytes, and pytricia matches bytes about 3x faster than
+        an address object, with no Prefix object built for the answer.
+        """
+        try:
+            value: V | None = self._tree.get(packed)
+        except (KeyError, ValueError):
+            return None
+        return value
+
     def covering(self, prefix: str | Prefix) -> list[tuple[Prefix, V]]:
         """Entries for ``prefix`` itself and every shorter prefix covering it, longest first."""
         key: str | None = self._key(prefix)
@@ -174,6 +187,14 @@ class DualTable(Generic[V]):
     def lookup(self, address: str | IPAddress) -> tuple[Prefix, V] | None:
         a = as_address(address)
         return (self.v4 if a.version == 4 else self.v6).lookup(a)
+
+    def lookup_packed(self, packed: bytes) -> V | None:
+        """Longest-match value for a raw address: 4 bytes IPv4, 16 bytes IPv6."""
+        if len(packed) == 4:
+            return self.v4.lookup_packed(packed)
+        if len(packed) == 16:
+            return self.v6.lookup_packed(packed)
+        return None
 
     def covering(self, prefix: str | Prefix) -> list[tuple[Prefix, V]]:
         table, p = self._for_prefix(prefix)

@@ -30,7 +30,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from alt_router import lisp
+from alt_router import inet, lisp
+from alt_router.commands import demo
 from alt_router.lisp import (
     ECM,
     Action,
@@ -48,7 +49,7 @@ from alt_router.lisp import (
 )
 from tests.conftest import require_tool
 from tests.lisp import strategies
-from tests.lisp.tshark import Dissection, dissect, many, one
+from tests.lisp.tshark import Dissection, dissect, dissect_packets, many, one
 
 A = ip_address
 AFI_LCAF = 16387
@@ -442,3 +443,13 @@ def _tshark_compatible(obj: Any, field: str = "") -> Any:
 def test_generated_messages(tshark: str, batch: tuple[list[lisp.LispMessage], ...]) -> None:
     """Hypothesis-built messages of every type, ~60 per tshark run (no shrinking: each run costs a second)."""
     check_all(tshark, [_tshark_compatible(m) for group in batch for m in group])
+
+
+def test_bundled_sample_capture_reads_cleanly_in_tshark(tshark: str) -> None:
+    """``alt-router demo``'s capture, as tshark sees it: every frame LISP, no complaints, same messages."""
+    packets = [ip for _, ip in demo.sample_packets()]
+    dissections = dissect_packets(tshark, packets)
+    for dis, ip in zip(dissections, packets, strict=True):
+        payload = inet.parse_udp(inet.parse_ip(ip)).payload
+        check_message(dis, lisp.decode(payload))
+        assert not dis.expert_messages

@@ -1,0 +1,58 @@
+"""What the mapping cores ask the edge to do.
+
+The cores (Map-Resolver, Map-Server, ETR, lig) never touch a socket: every
+method returns a list of these and the daemon or command carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+IPAddress = IPv4Address | IPv6Address
+Prefix = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class SendUdp:
+    """Send ``payload`` from the role's own control socket.
+
+    ``sport`` is the source port the core expects the reply on (the edge binds
+    it: 4342 in production, anything on a loopback test); ``src`` None lets the
+    kernel choose the source address.
+    """
+
+    dst: IPAddress
+    dport: int
+    payload: bytes
+    sport: int = 4342
+    src: IPAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendAlt:
+    """An IP packet (an ALT datagram) to inject into the ALT through ``AltForwarder.originate``."""
+
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendIp:
+    """A whole IP packet (an ICMP error) for the kernel to route over the underlay (raw socket)."""
+
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Originate ``prefix`` into the ALT's BGP and treat it as local in the forwarder."""
+
+    prefix: Prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    prefix: Prefix
+
+
+Action = SendUdp | SendAlt | SendIp | Announce | Withdraw
