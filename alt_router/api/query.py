@@ -31,6 +31,7 @@ class ApiError(ValueError):
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers: dict[str, str] | None = None
         super().__init__(f"{status} {error}: {detail}" if detail else f"{status} {error}")
 
     def body(self) -> JsonDict:
@@ -85,7 +86,7 @@ def parse_routes_query(params: Mapping[str, str]) -> RoutesQuery:
         if not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, "bad limit", f"limit must be between 1 and {MAX_LIMIT}")
     peer = params.get("peer") or None
-    return RoutesQuery(prefix, match, peer, limit)  # type: ignore[arg-type]  # checked above
+    return RoutesQuery(prefix, match, peer, limit)
 
 
 def _related(prefix: Prefix, query: Prefix, match: MatchKind) -> bool:

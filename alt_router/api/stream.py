@@ -165,8 +165,7 @@ class StreamHub:
         self.sessions.discard(session)
 
     def note_depth(self, depth: int) -> None:
-        if depth > self.max_depth:
-            self.max_depth = depth
+        self.max_depth = max(self.max_depth, depth)
 
     def close_all(self) -> None:
         for session in list(self.sessions):

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from alt_router.rib.events import Event, PeerDown, PeerUp, Record, RouteChange
+from alt_router.rib.events import Event, EventStream, PeerDown, PeerUp, Record, RouteChange
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
-from alt_router.rib.events import EventStream
 from alt_router.rib.table import TableError, as_address
 
 JsonDict = dict[str, Any]

@@ -1,0 +1,262 @@
+"""The ALT datagram forwarder (RFC 6836 §3.3, §6), sans-IO.
+
+An *ALT datagram* is an IPv4/IPv6 UDP packet to port 4342 whose destination
+address is the EID being looked up (a Map-Request that a Map-Resolver or ITR
+put on the ALT).  Each ALT node routes it on the longest match among the EID
+prefixes its BGP sessions learned, decrementing the TTL, until it reaches the
+node whose Map-Server (or ETR) holds the EID, which takes it locally.
+
+The decision is made on header bytes at fixed offsets, with a per-destination
+cache of the route decision that is dropped whenever the RIB changes (its event
+sequence number moves) or the local prefixes change: the LISP payload is never
+decoded here.  IPv6 extension headers are not walked: an ALT datagram carries
+none, and anything else is left to the kernel.
+
+ICMP errors (Time Exceeded, Destination Unreachable) are queued for the edge to
+send over the *underlay* (``SendIp``): the datagram's source is the ITR or lig
+host's RLOC, which the ALT does not route (it carries EID prefixes only) but
+which every ETR must reach anyway to send its Map-Reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Address, IPv6Address
+from typing import Final, Protocol
+
+from alt_router.gre.config import TunnelConfig
+from alt_router.gre.dataplane import DELIVER, Drop, Forward, Local, Verdict
+from alt_router.inet import InetError, icmp_error
+from alt_router.mapping.actions import IPAddress, Prefix, SendIp
+from alt_router.rib.paths import Path
+from alt_router.rib.table import DualTable
+
+LOCAL: Final = "<local>"
+"""The route decision for a destination inside a local (Map-Server or ETR) prefix."""
+
+MAX_PENDING_ICMP = 1024
+_CACHE_MAX = 65536
+_MISS: Final = object()
+
+# Drop reasons (also counter names).
+NO_ROUTE: Final = "no-route"
+TTL_EXPIRED: Final = "ttl-expired"
+LOOP: Final = "loop"
+MALFORMED: Final = "malformed"
+NO_TUNNEL: Final = "no-tunnel"
+NO_LOCAL_HANDLER: Final = "no-local-handler"
+
+_DROP_NO_ROUTE: Final = Drop(NO_ROUTE)
+_DROP_TTL: Final = Drop(TTL_EXPIRED)
+_DROP_LOOP: Final = Drop(LOOP)
+_DROP_MALFORMED: Final = Drop(MALFORMED)
+_DROP_NO_LOCAL: Final = Drop(NO_LOCAL_HANDLER)
+
+COUNTERS: Final = (
+    "forwarded", "originated", "local", "not-alt", NO_ROUTE, TTL_EXPIRED, LOOP, MALFORMED, NO_TUNNEL,
+    "icmp-queued", "icmp-suppressed",
+)
+
+
+class RouteSource(Protocol):
+    """Where the forwarder finds routes: ``alt_router.rib.Rib`` is one."""
+
+    def lookup(self, address: IPAddress) -> Path | None: ...
+
+
+class AltForwarder:
+    """Decides, for each inner packet off a tunnel (or from the local Map-Resolver), where it goes.
+
+    ``tunnels`` maps a BGP peer name (``Path.next_hop_peer``) to the name of the
+    GRE tunnel that reaches it.  ``generation`` returns a number that changes
+    whenever ``routes`` changes (``Rib.stream.last_seq``); without it nothing is
+    cached.  ``local_callback`` receives locally delivered ALT datagrams
+    (``Local`` verdict).  ``router_v4``/``router_v6`` source ICMP errors; a
+    family without one sends none.
+    """
+
+    def __init__(
+        self,
+        routes: RouteSource,
+        tunnels: Mapping[str, str],
+        *,
+        local_callback: Callable[[str, bytes], None] | None = None,
+        local_prefixes: Iterable[Prefix] = (),
+        router_v4: IPv4Address | None = None,
+        router_v6: IPv6Address | None = None,
+        generation: Callable[[], int] | None = None,
+    ) -> None:
+        self.routes = routes
+        self.tunnels = dict(tunnels)
+        self.router_v4 = router_v4
+        self.router_v6 = router_v6
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._local_verdict: Verdict = _DROP_NO_LOCAL if local_callback is None else Local(local_callback)
+        self._local: DualTable[bool] = DualTable()
+        for prefix in local_prefixes:
+            self._local.insert(prefix, True)
+        self._generation = generation
+        self._gen = generation() if generation is not None else 0
+        self._local_gen = 0
+        self._cache: dict[bytes, str | None] = {}
+        self._icmp: list[SendIp] = []
+
+    @classmethod
+    def for_rib(cls, rib: object, tunnels: Mapping[str, str], **kwargs: object) -> AltForwarder:
+        """A forwarder over an ``alt_router.rib.Rib``, caching until its event stream moves."""
+        from alt_router.rib import Rib
+
+        assert isinstance(rib, Rib)
+        stream = rib.stream
+        return cls(rib, tunnels, generation=lambda: stream.last_seq, **kwargs)  # type: ignore[arg-type]
+
+    # --- local prefixes --------------------------------------------------------------------
+
+    def add_local(self, prefix: Prefix) -> None:
+        self._local.insert(prefix, True)
+        self._local_gen += 1
+        self._cache.clear()
+
+    def remove_local(self, prefix: Prefix) -> None:
+        self._local.delete(prefix)
+        self._local_gen += 1
+        self._cache.clear()
+
+    @property
+    def generation(self) -> tuple[int, int] | None:
+        """Changes whenever a route or local prefix does; None when routes are not versioned."""
+        if self._generation is None:
+            return None
+        return self._generation(), self._local_gen
+
+    def local_prefixes(self) -> list[Prefix]:
+        return [p for p, _ in self._local]
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def route(self, address: IPAddress) -> str | None:
+        """The tunnel an ALT datagram to ``address`` leaves by, ``LOCAL``, or None (no route)."""
+        if self._local.lookup(address) is not None:
+            return LOCAL
+        path = self.routes.lookup(address)
+        if path is None:
+            return None
+        tunnel = self.tunnels.get(path.next_hop_peer or path.peer)
+        if tunnel is None:
+            self.counters[NO_TUNNEL] += 1
+        return tunnel
+
+    def hook(self, tunnel: TunnelConfig, packet: bytes) -> Verdict:
+        """The GRE data plane's inner-packet hook (``Dataplane(..., hook=forwarder.hook)``)."""
+        return self.forward(packet, tunnel.name)
+
+    def originate(self, packet: bytes) -> Verdict:
+        """An ALT datagram built on this node (the Map-Resolver's ``SendAlt``): routed, TTL kept."""
+        return self._decide(packet, None, 0)
+
+    def forward(self, packet: bytes, from_tunnel: str | None) -> Verdict:
+        """An inner packet that arrived on tunnel ``from_tunnel``."""
+        return self._decide(packet, from_tunnel, 1)
+
+    def _decide(self, packet: bytes, from_tunnel: str | None, dec: int) -> Verdict:
+        counters = self.counters
+        n = len(packet)
+        if n == 0:
+            counters[MALFORMED] += 1
+            return _DROP_MALFORMED
+        b0 = packet[0]
+        version = b0 >> 4
+        if version == 4:
+            ihl = (b0 & 0x0F) << 2
+            if ihl < 20 or n < ihl or ((packet[2] << 8) | packet[3]) > n:
+                counters[MALFORMED] += 1
+                return _DROP_MALFORMED
+            # Not UDP, a fragment (MF or offset: the UDP header may be missing) or not to 4342.
+            if (
+                packet[9] != 17 or (packet[6] & 0x3F) or packet[7] or n < ihl + 8
+                or packet[ihl + 2] != 0x10 or packet[ihl + 3] != 0xF6
+            ):
+                counters["not-alt"] += 1
+                return DELIVER
+            dst = packet[16:20]
+            ttl = packet[8]
+        elif version == 6:
+            if n < 40:
+                counters[MALFORMED] += 1
+                return _DROP_MALFORMED
+            if packet[6] != 17 or n < 48 or packet[42] != 0x10 or packet[43] != 0xF6:
+                counters["not-alt"] += 1
+                return DELIVER
+            dst = packet[24:40]
+            ttl = packet[7]
+        else:
+            counters[MALFORMED] += 1
+            return _DROP_MALFORMED
+
+        if self._generation is not None:
+            gen = self._generation()
+            if gen != self._gen:
+                self._cache.clear()
+                self._gen = gen
+            target = self._cache.get(dst, _MISS)
+            if target is _MISS:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+                target = self._cache[dst] = self._route_raw(dst)
+        else:
+            target = self._route_raw(dst)
+
+        if target is LOCAL:
+            counters["local"] += 1
+            return self._local_verdict
+        if target is None:
+            counters[NO_ROUTE] += 1
+            self._queue_icmp(packet, "unreachable")
+            return _DROP_NO_ROUTE
+        if target == from_tunnel:
+            # The best path points back where the datagram came from: the two RIBs
+            # disagree for a moment (convergence).  TTL would end it; dropping now is kinder.
+            counters[LOOP] += 1
+            return _DROP_LOOP
+        if ttl <= dec:
+            counters[TTL_EXPIRED] += 1
+            if ttl:
+                self._queue_icmp(packet, "time-exceeded")
+            return _DROP_TTL
+        if not dec:
+            counters["originated"] += 1
+            return Forward(target, packet)  # type: ignore[arg-type]
+        counters["forwarded"] += 1
+        if version == 4:
+            # RFC 1624 eqn. 3 with m' = m - 0x0100: HC' = ~(~HC + 0xFEFF).
+            s = (~((packet[10] << 8) | packet[11]) & 0xFFFF) + 0xFEFF
+            s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+            out = packet[:8] + bytes((ttl - 1, packet[9], s >> 8, s & 0xFF)) + packet[12:]
+        else:
+            out = packet[:7] + bytes((ttl - 1,)) + packet[8:]
+        return Forward(target, out)  # type: ignore[arg-type]
+
+    def _route_raw(self, dst: bytes) -> str | None:
+        return self.route(IPv4Address(dst) if len(dst) == 4 else IPv6Address(dst))
+
+    # --- ICMP ------------------------------------------------------------------------------
+
+    def _queue_icmp(self, packet: bytes, kind: str) -> None:
+        router = self.router_v4 if packet[0] >> 4 == 4 else self.router_v6
+        if router is None or len(self._icmp) >= MAX_PENDING_ICMP:
+            self.counters["icmp-suppressed"] += 1
+            return
+        try:
+            self._icmp.append(SendIp(icmp_error(router, packet, kind=kind)))
+        except InetError:
+            self.counters["icmp-suppressed"] += 1
+            return
+        self.counters["icmp-queued"] += 1
+
+    def take_icmp(self) -> list[SendIp]:
+        """The ICMP errors decided since the last call, for the edge to send over the underlay."""
+        out, self._icmp = self._icmp, []
+        return out
+
+    def stats(self) -> dict[str, object]:
+        return {"counters": dict(self.counters), "cache": len(self._cache), "local": len(self._local)}

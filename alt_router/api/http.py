@@ -1,0 +1,315 @@
+"""The HTTP edge: aiohttp routes over a NodeView, inside the daemon's asyncio loop.
+
+Auth rules (docs/api.md): the server listens on 127.0.0.1 unless told otherwise;
+listening anywhere else needs a bearer token, and then every request needs it;
+write calls need it wherever the server listens.  Tokens are compared with
+``hmac.compare_digest`` so the comparison time does not leak the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
+from ipaddress import ip_address
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from alt_router.api.metrics import make_registry
+from alt_router.api.openapi import document
+from alt_router.api.query import (
+    ApiError,
+    parse_eid,
+    parse_prefix,
+    parse_routes_query,
+    parse_seq,
+    select_routes,
+)
+from alt_router.api.stream import DEFAULT_HEARTBEAT, DEFAULT_QUEUE_SIZE, StreamHub, StreamSession
+from alt_router.api.view import JsonDict, NodeView
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8179
+MAX_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_dumps = partial(json.dumps, default=str)
+
+
+class ApiConfigError(ValueError):
+    """The API cannot start with these settings."""
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        # A name ("localhost" included) may resolve to anything: treat it as exposed.
+        return False
+
+
+def error_response(status: int, error: str, detail: str = "", headers: dict[str, str] | None = None
+                   ) -> web.Response:
+    return web.json_response({"error": error, "detail": detail}, status=status, headers=headers,
+                             dumps=_dumps)
+
+
+class ApiServer:
+    """The monitoring API for one node. ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self, view: NodeView, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+        *, queue_size: int = DEFAULT_QUEUE_SIZE, heartbeat: float = DEFAULT_HEARTBEAT,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        if token is not None and not token.strip():
+            raise ApiConfigError("the API token must not be empty")
+        if not is_loopback(host) and token is None:
+            raise ApiConfigError(
+                f"refusing to serve the API on {host}: a non-loopback address needs a bearer token "
+                "([api] token in the node configuration)"
+            )
+        self.view = view
+        self.host = host
+        self.requested_port = port
+        self._token = token.encode() if token is not None else None
+        self.read_needs_token = not is_loopback(host)
+        self.heartbeat = heartbeat
+        self.max_body = max_body
+        self.hub = StreamHub(view.events, queue_size)
+        self.requests: Counter[str] = Counter()
+        self.registry = make_registry(view, self.hub, self.requests)
+        self.app = self._build_app()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> ApiServer:
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=2.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ApiConfigError(f"cannot listen on {self.host} port {self.requested_port}: {exc}") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("API listening on %s", self.url)
+        return self
+
+    async def stop(self) -> None:
+        # Streams never end on their own: close them first so the shutdown does not wait on them.
+        self.hub.close_all()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=self.max_body)
+        r = app.router
+        r.add_get("/v1/status", self._status)
+        r.add_get("/v1/peers", self._peers)
+        r.add_get("/v1/tunnels", self._tunnels)
+        r.add_get("/v1/routes", self._routes)
+        r.add_post("/v1/routes", self._announce)
+        # .+ because a prefix has a slash (sent raw or as %2F).
+        r.add_delete("/v1/routes/{prefix:.+}", self._withdraw)
+        r.add_get("/v1/lookup/{eid}", self._lookup)
+        r.add_get("/v1/registrations", self._registrations)
+        r.add_get("/v1/counters", self._counters)
+        r.add_get("/v1/stream", self._stream)
+        r.add_get("/v1/openapi.json", self._openapi)
+        r.add_get("/metrics", self._metrics)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if self.read_needs_token and not self._authorized(request):
+                raise self._unauthorized()
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.error, exc.detail, exc.headers)
+        except web.HTTPException as exc:
+            # aiohttp's own 404/405/413 come as plain-text exceptions: answer them in JSON too.
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = error_response(exc.status, exc.reason.lower(), _http_detail(exc, request), headers)
+        except Exception:
+            log.exception("API handler for %s %s failed", request.method, request.path)
+            response = error_response(500, "internal error", "see the node's log")
+        self.requests[str(response.status)] += 1
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return False
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
+
+    def _unauthorized(self) -> ApiError:
+        detail = ("send 'Authorization: Bearer <token>'" if self._token is not None
+                  else "writes need a token and none is configured ([api] token)")
+        exc = ApiError(401, "unauthorized", detail)
+        exc.headers = {"WWW-Authenticate": 'Bearer realm="alt-router"'}
+        return exc
+
+    def _require_token(self, request: web.Request) -> None:
+        if not self._authorized(request):
+            raise self._unauthorized()
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> web.Response:
+        return web.json_response(data, status=status, dumps=_dumps)
+
+    def _api_stats(self) -> JsonDict:
+        return {"stream": self.hub.stats(), "requests": dict(sorted(self.requests.items()))}
+
+    # --- read endpoints --------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        status = dict(self.view.status())
+        status.setdefault("routes", len(self.view.rib))
+        status["api"] = self._api_stats()
+        return self._json(status)
+
+    async def _peers(self, request: web.Request) -> web.Response:
+        return self._json({"peers": self.view.peers()})
+
+    async def _tunnels(self, request: web.Request) -> web.Response:
+        return self._json({"tunnels": self.view.tunnels()})
+
+    async def _routes(self, request: web.Request) -> web.Response:
+        params: dict[str, str] = {}
+        for key, value in request.query.items():
+            if key in params:
+                raise ApiError(400, "repeated parameter", key)
+            params[key] = value
+        return self._json(select_routes(self.view.rib, parse_routes_query(params)))
+
+    async def _lookup(self, request: web.Request) -> web.Response:
+        eid = parse_eid(request.match_info["eid"])
+        found = self.view.lookup(eid)
+        if found is None:
+            raise ApiError(404, "no route", f"no route covers {eid}")
+        return self._json(found)
+
+    async def _registrations(self, request: web.Request) -> web.Response:
+        return self._json({"registrations": self.view.registrations()})
+
+    async def _counters(self, request: web.Request) -> web.Response:
+        counters: JsonDict = dict(self.view.counters())
+        counters["api"] = self._api_stats()
+        return self._json(counters)
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return self._json(document())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- write endpoints -------------------------------------------------------
+
+    async def _announce(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise ApiError(413, "body too large", f"at most {self.max_body} bytes")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "bad body", 'expected JSON such as {"prefix": "153.16.0.0/16"}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("prefix"), str):
+            raise ApiError(400, "bad body", 'expected JSON such as {"prefix": "153.16.0.0/16"}')
+        prefix = str(parse_prefix(body["prefix"]))
+        changed = self._change(self.view.announce, prefix)
+        answer = {"prefix": prefix, "action": "announce", "changed": changed}
+        return self._json(answer, 201 if changed else 200)
+
+    async def _withdraw(self, request: web.Request) -> web.Response:
+        self._require_token(request)
+        prefix = str(parse_prefix(request.match_info["prefix"]))
+        changed = self._change(self.view.withdraw, prefix)
+        return self._json({"prefix": prefix, "action": "withdraw", "changed": changed})
+
+    @staticmethod
+    def _change(action: Callable[[str], bool], prefix: str) -> bool:
+        try:
+            return bool(action(prefix))
+        except ApiError:
+            raise
+        except ValueError as exc:
+            raise ApiError(422, "refused", str(exc)) from None
+
+    # --- stream ----------------------------------------------------------------
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        # On a reconnect the browser's EventSource resends the original URL (with its
+        # since=) plus Last-Event-ID, which is newer: the header wins.
+        since: int | None = None
+        if "since" in request.query:
+            since = parse_seq(request.query["since"], "since")
+        if "Last-Event-ID" in request.headers:
+            since = parse_seq(request.headers["Last-Event-ID"], "Last-Event-ID")
+        session = self.hub.open(since)
+        try:
+            response = web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+            })
+            await response.prepare(request)
+            transport = request.transport
+            if transport is not None:
+                session.abort = transport.abort
+            await self._pump(session, response)
+        finally:
+            self.hub.release(session)
+        return response
+
+    async def _pump(self, session: StreamSession, response: web.StreamResponse) -> None:
+        try:
+            await response.write(b"retry: 1000\n\n")
+            while (chunk := await session.next_chunk(self.heartbeat)) is not None:
+                session.writing = True
+                try:
+                    await response.write(chunk)
+                finally:
+                    session.writing = False
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            log.debug("stream client left: %r", exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no such path: {request.path} (see /v1/openapi.json)"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return "request body too large"
+    return exc.text or ""
+
+
+async def start(view: NodeView, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+                **options: Any) -> ApiServer:
+    """Start the API in the running loop; ``await server.stop()`` to end it."""
+    return await ApiServer(view, host, port, token, **options).start()

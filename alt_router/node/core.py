@@ -1,0 +1,322 @@
+"""The node's decisions, sans-IO: ExaBGP lines in, RIB updates and ExaBGP commands out.
+
+``NodeCore`` owns the RIB and decides what to tell ExaBGP.  The asyncio edge
+(``daemon.py``) feeds it every line from the bridge and writes back the
+commands it returns; the clock is always an argument.
+
+Export (ExaBGP does not propagate routes between its neighbors, so the node
+must): when the best path for a prefix changes, it is announced to every other
+peer that carries the family and whose AS is not already in the path, with our
+AS prepended (ExaBGP only adds its AS when no AS_PATH is given).  Prefixes the
+node originates itself (configured or ``announce``d at run time) win over
+learned ones.  Every command names its neighbor, so each peer gets the next hop
+it can use (``exabgp_config.next_hop_for``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from typing import Any
+
+from alt_router.bgp import exabgp_api as api
+from alt_router.bgp.bridge import HELLO, REPLAYED, Hello
+from alt_router.bgp.exabgp_config import next_hop_for
+from alt_router.node.config import NodeConfig, PeerConfig
+from alt_router.rib import EventStream, Path, PeerInfo, Rib, RouteChange, TeardownPeer
+from alt_router.rib.rib import Output
+
+log = logging.getLogger(__name__)
+
+Prefix = IPv4Network | IPv6Network
+# Above this many routes a status snapshot lists counts only: dumping a full table every few seconds
+# would cost more than the routing itself.
+SNAPSHOT_ROUTE_LIMIT = 10_000
+
+
+class NodeError(ValueError):
+    """A request the node cannot carry out (e.g. a malformed prefix)."""
+
+
+def as_prefix(prefix: str | Prefix) -> Prefix:
+    if isinstance(prefix, IPv4Network | IPv6Network):
+        return prefix
+    try:
+        return ip_network(prefix, strict=True)
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"not a prefix: {prefix!r} ({exc})") from None
+
+
+def _family(prefix: Prefix) -> str:
+    return f"ipv{prefix.version}"
+
+
+def announce_command(peer: PeerConfig, prefix: Prefix, path: Path | None, local_asn: int) -> str:
+    """ExaBGP command announcing ``prefix`` to ``peer``: our own route when ``path`` is None, else transit."""
+    remote = peer.tunnel.session[1]
+    cmd = f"neighbor {remote} announce route {prefix} next-hop {next_hop_for(peer, prefix)}"
+    if path is None:
+        return cmd
+    segment = " ".join(str(a) for a in (local_asn, *path.as_path))
+    if path.as_set:
+        segment += " ( " + " ".join(str(a) for a in path.as_set) + " )"
+    cmd += f" origin {path.origin} as-path [ {segment} ]"
+    if path.communities:
+        cmd += " community [ " + " ".join(f"{a}:{b}" for a, b in path.communities) + " ]"
+    return cmd
+
+
+def withdraw_command(peer: PeerConfig, prefix: Prefix) -> str:
+    return f"neighbor {peer.tunnel.session[1]} withdraw route {prefix} next-hop {next_hop_for(peer, prefix)}"
+
+
+class NodeCore:
+    def __init__(self, config: NodeConfig, stream: EventStream | None = None) -> None:
+        self.config = config
+        self.local_asn = config.node.asn
+        infos = [PeerInfo(p.name, p.asn, p.tunnel.remotes, p.max_prefix) for p in config.peers]
+        self.rib = Rib(self.local_asn, config.eid.accept, infos, stream)
+        self.reader = api.ApiReader()
+        self.counters: Counter[str] = Counter()
+        self.router_ids: dict[str, IPv4Address] = {}
+        # With an operator's own ExaBGP config its static routes are not ours to know.
+        self.static: frozenset[Prefix] = frozenset(config.eid.announce if config.exabgp.config is None else ())
+        self.dynamic: dict[Prefix, None] = {}
+        self.exported: dict[Prefix, Path] = {}
+        self.hello: Hello | None = None
+        self.teardowns: list[TeardownPeer] = []
+        self._peers = {p.name: p for p in config.peers}
+
+    # --- lines from the bridge --------------------------------------------------------------
+
+    def on_line(self, line: bytes | str, now: float) -> list[str]:
+        """One line from the bridge; returns the commands for ExaBGP.  Never raises on bad input."""
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        if text.startswith("#"):
+            return self._on_bridge_line(text.strip())
+        event = self.reader.feed(line)
+        if event is None:
+            if self.reader.last_error and self.reader.counters["malformed"] > self.counters["malformed-logged"]:
+                self.counters["malformed-logged"] = self.reader.counters["malformed"]
+                log.warning("skipped a line from ExaBGP: %s", self.reader.last_error)
+            return []
+        return self.on_event(event, now)
+
+    def _on_bridge_line(self, text: str) -> list[str]:
+        if text.startswith(HELLO):
+            try:
+                self.hello = Hello.parse(text)
+            except ValueError as exc:
+                self.counters["bridge-malformed"] += 1
+                log.warning("%s", exc)
+                return []
+            if self.hello.dropped:
+                log.warning("the bridge dropped %d ExaBGP lines while we were away; asking for refreshes",
+                            self.hello.dropped)
+            return []
+        if text == REPLAYED:
+            return self.refresh_all()
+        self.counters["bridge-unknown"] += 1
+        return []
+
+    def on_event(self, event: api.ApiEvent, now: float) -> list[str]:
+        if isinstance(event, api.CommandAck):
+            if not event.ok:
+                self.counters["command-errors"] += 1
+                log.warning("ExaBGP refused a command (see its log)")
+            return []
+        if isinstance(event, api.Shutdown):
+            log.info("ExaBGP reports it is shutting down")
+            return []
+        name = self.rib.peer_name_for(event.neighbor.peer)
+        if name is None:
+            self.counters["unknown-neighbor"] += 1
+            log.warning("ExaBGP reported %s for %s, which is not a configured tunnel peer",
+                        type(event).__name__, event.neighbor.peer)
+            return []
+        out: list[Output] = []
+        if isinstance(event, api.PeerOpen):
+            if event.direction == "receive":
+                self.router_ids[name] = event.router_id
+        elif isinstance(event, api.PeerState):
+            if event.state == "up":
+                log.info("peer %s (%s) is up", name, event.neighbor.peer)
+                out = self.rib.peer_up(name, now, self.router_ids.get(name))
+            elif event.state == "down":
+                log.warning("peer %s (%s) is down: %s", name, event.neighbor.peer, event.reason or "no reason")
+                out = self.rib.peer_down(name, event.reason or "down", now)
+        elif isinstance(event, api.RouteUpdate):
+            if event.direction == "receive":
+                out = self.rib.apply(event.to_rib(name), now)
+        elif isinstance(event, api.EndOfRib):
+            out = self.rib.end_of_rib(name, event.afi)
+        elif isinstance(event, api.RouteRefresh):
+            if event.direction == "receive" and event.subtype == "begin":
+                out = self.rib.refresh_begin(name, event.afi)
+            elif event.direction == "receive" and event.subtype == "end":
+                out = self.rib.refresh_end(name, event.afi)
+        elif isinstance(event, api.Notification):
+            log.warning("NOTIFICATION %s peer %s: code %d subcode %d %s",
+                        "from" if event.direction == "receive" else "to", name, event.code, event.subcode,
+                        event.message)
+        return self._outputs(out)
+
+    # --- what the edge tells us -------------------------------------------------------------
+
+    def on_bridge_connected(self) -> list[str]:
+        """A (new) bridge connected: everything we want ExaBGP to announce, again (idempotent there)."""
+        self.counters["bridge-connections"] += 1
+        cmds: list[str] = []
+        for prefix in self.dynamic:
+            cmds += self._own_commands(prefix, announce=True)
+        for prefix, path in self.exported.items():
+            cmds += [announce_command(p, prefix, path, self.local_asn) for p in self._eligible(path)]
+        return cmds
+
+    def refresh_all(self) -> list[str]:
+        """Ask every up peer to re-send its routes (after a daemon restart or lost lines)."""
+        cmds = []
+        for state in self.rib.peers():
+            if not state.up:
+                continue
+            peer = self._peers[state.info.name]
+            for family in peer.families:
+                cmds.append(api.route_refresh(peer.tunnel.session[1], family, "unicast"))
+        self.counters["refresh-requests"] += len(cmds)
+        return cmds
+
+    def on_exabgp_exit(self, now: float) -> list[str]:
+        """ExaBGP died: its sessions died with it, and with them every learned route."""
+        out: list[Output] = []
+        for state in list(self.rib.peers()):
+            if state.up:
+                out += self.rib.peer_down(state.info.name, "ExaBGP exited", now)
+        self._outputs(out)
+        # The next ExaBGP starts empty; nothing it held is 'exported' any more.
+        self.exported.clear()
+        return []
+
+    # --- run-time announcements -------------------------------------------------------------
+
+    def announce(self, prefix: str | Prefix) -> list[str]:
+        """Originate ``prefix`` towards every peer carrying its family; idempotent."""
+        p = as_prefix(prefix)
+        if p in self.dynamic or p in self.static:
+            return []
+        self.dynamic[p] = None
+        self.exported.pop(p, None)
+        return self._own_commands(p, announce=True)
+
+    def withdraw(self, prefix: str | Prefix) -> list[str]:
+        """Stop originating ``prefix`` (a configured one stays); idempotent."""
+        p = as_prefix(prefix)
+        if p not in self.dynamic:
+            return []
+        del self.dynamic[p]
+        learned = self.rib.get(p)
+        if learned is not None:
+            # Someone else originates it too: fall back to exporting their path.
+            self.exported[p] = learned
+            eligible = set(self._eligible(learned))
+            return [announce_command(peer, p, learned, self.local_asn) if peer in eligible
+                    else withdraw_command(peer, p) for peer in self._carrying(p)]
+        return self._own_commands(p, announce=False)
+
+    def originated(self) -> list[Prefix]:
+        return sorted({*self.static, *self.dynamic}, key=lambda p: (p.version, p))
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _carrying(self, prefix: Prefix) -> list[PeerConfig]:
+        return [p for p in self.config.peers if _family(prefix) in p.families]
+
+    def _own_commands(self, prefix: Prefix, *, announce: bool) -> list[str]:
+        if announce:
+            return [announce_command(p, prefix, None, self.local_asn) for p in self._carrying(prefix)]
+        return [withdraw_command(p, prefix) for p in self._carrying(prefix)]
+
+    def _eligible(self, path: Path) -> list[PeerConfig]:
+        """Peers that should hear ``path``: not its source, family carried, their AS not in it."""
+        in_path = {*path.as_path, *path.as_set}
+        return [p for p in self._carrying(path.prefix) if p.name != path.peer and p.asn not in in_path]
+
+    def _outputs(self, outputs: Iterable[Output]) -> list[str]:
+        cmds: list[str] = []
+        for out in outputs:
+            if isinstance(out, RouteChange):
+                cmds += self._export(out)
+            elif isinstance(out, TeardownPeer):
+                cmds += self._teardown(out)
+        return cmds
+
+    def _teardown(self, action: TeardownPeer) -> list[str]:
+        peer = self._peers.get(action.peer)
+        if peer is None:
+            return []
+        self.teardowns.append(action)
+        self.counters["teardowns"] += 1
+        log.error("tearing down the session with %s (%s): %s", peer.name, peer.tunnel.session[1], action.reason)
+        return [api.teardown(peer.tunnel.session[1], api.CEASE_MAX_PREFIX)]
+
+    def _export(self, change: RouteChange) -> list[str]:
+        prefix = change.prefix
+        if prefix in self.static or prefix in self.dynamic:
+            return []  # our own origination wins (module docstring)
+        old = self.exported.get(prefix)
+        new = change.new
+        old_peers = {p.name for p in self._eligible(old)} if old is not None else set()
+        cmds: list[str] = []
+        if new is None:
+            self.exported.pop(prefix, None)
+            new_peers: list[PeerConfig] = []
+        else:
+            self.exported[prefix] = new
+            new_peers = self._eligible(new)
+        new_names = {p.name for p in new_peers}
+        cmds += [withdraw_command(self._peers[n], prefix) for n in sorted(old_peers - new_names)]
+        if new is not None:
+            cmds += [announce_command(p, prefix, new, self.local_asn) for p in new_peers]
+        self.counters["exported-commands"] += len(cmds)
+        return cmds
+
+    # --- status -------------------------------------------------------------------------------
+
+    def snapshot(self, now: float, *, routes: bool = True) -> dict[str, Any]:
+        peers: dict[str, Any] = {}
+        for state in self.rib.peers():
+            cfg = self._peers[state.info.name]
+            peers[state.info.name] = {
+                "address": str(cfg.tunnel.session[1]),
+                "asn": cfg.asn,
+                "up": state.up,
+                "since": state.since,
+                "router_id": str(state.router_id) if state.router_id else None,
+                "received": len(state.adj_in),
+                "max_prefix": cfg.max_prefix,
+                "last_down_reason": state.last_down_reason,
+            }
+        snap: dict[str, Any] = {
+            "node": self.config.node.name,
+            "asn": self.local_asn,
+            "time": now,
+            "peers": peers,
+            "rib": {"routes": len(self.rib), "ipv4": len(self.rib._loc.v4), "ipv6": len(self.rib._loc.v6)},
+            "drops": self.rib.drops.as_dict(),
+            "rib_stats": dict(self.rib.stats),
+            "api": dict(self.reader.counters),
+            "counters": dict(self.counters),
+            "originated": [str(p) for p in self.originated()],
+            "exported": len(self.exported),
+            "teardowns": [{"peer": t.peer, "reason": t.reason} for t in self.teardowns[-20:]],
+            "events_last_seq": self.rib.stream.last_seq,
+        }
+        if self.hello is not None:
+            snap["bridge"] = {"pid": self.hello.pid, "dropped": self.hello.dropped}
+        if routes and len(self.rib) <= SNAPSHOT_ROUTE_LIMIT:
+            snap["routes"] = {
+                str(p.prefix): {"peer": p.peer, "next_hop": str(p.next_hop), "as_path": list(p.as_path)}
+                for p in self.rib.routes()
+            }
+        return snap
