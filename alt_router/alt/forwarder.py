@@ -29,6 +29,7 @@ from alt_router.gre.dataplane import DELIVER, Drop, Forward, Local, Verdict
 from alt_router.inet import InetError, icmp_error
 from alt_router.mapping.actions import IPAddress, Prefix, SendIp
 from alt_router.rib.paths import Path
+from alt_router.rib.rib import Rib
 from alt_router.rib.table import DualTable
 
 LOCAL: Final = "<local>"
@@ -102,13 +103,21 @@ class AltForwarder:
         self._icmp: list[SendIp] = []
 
     @classmethod
-    def for_rib(cls, rib: object, tunnels: Mapping[str, str], **kwargs: object) -> AltForwarder:
+    def for_rib(
+        cls,
+        rib: Rib,
+        tunnels: Mapping[str, str],
+        *,
+        local_callback: Callable[[str, bytes], None] | None = None,
+        router_v4: IPv4Address | None = None,
+        router_v6: IPv6Address | None = None,
+    ) -> AltForwarder:
         """A forwarder over an ``alt_router.rib.Rib``, caching until its event stream moves."""
-        from alt_router.rib import Rib
-
-        assert isinstance(rib, Rib)
         stream = rib.stream
-        return cls(rib, tunnels, generation=lambda: stream.last_seq, **kwargs)  # type: ignore[arg-type]
+        return cls(
+            rib, tunnels, local_callback=local_callback, router_v4=router_v4, router_v6=router_v6,
+            generation=lambda: stream.last_seq,
+        )
 
     # --- local prefixes --------------------------------------------------------------------
 

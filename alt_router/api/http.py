@@ -94,9 +94,9 @@ class ApiServer:
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self) -> ApiServer:
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=2.0)
+        site = web.TCPSite(runner, self.host, self.requested_port)
         try:
             await site.start()
         except OSError as exc:

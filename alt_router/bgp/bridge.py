@@ -142,7 +142,9 @@ class Bridge:
         loop = asyncio.get_running_loop()
         stdin = asyncio.StreamReader(limit=MAX_LINE)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, sys.stdout.buffer
+        )
         self._stdout = asyncio.StreamWriter(transport, protocol, None, loop)
         connector = loop.create_task(self._connect_loop())
         try:

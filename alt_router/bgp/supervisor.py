@@ -205,7 +205,12 @@ class ExabgpSupervisor:
             fd = -1
         if fd >= 0:
             done = loop.create_future()
-            loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+
+            def ready() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            loop.add_reader(fd, ready)
             try:
                 await done
             finally:

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Reads ExaBGP's JSON on stdin and relays it to the daemon's unix socket; writes the "
         "daemon's commands to stdout.  Reconnects when the daemon restarts, buffering meanwhile.",
     )
-    p.add_argument("--socket", type=Path, required=True, help="the daemon's bridge socket (STATE_DIR/bridge.sock)")
+    p.add_argument("--socket", type=Path, required=True,
+                   help="the daemon's bridge socket (STATE_DIR/bridge.sock)")
     p.add_argument("--buffer", type=int, default=DEFAULT_BUFFER,
                    help=f"lines kept while the daemon is away (default {DEFAULT_BUFFER})")
     p.set_defaults(func=run)

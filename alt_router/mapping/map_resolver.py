@@ -120,12 +120,12 @@ class MapResolver:
         router = self.forwarder.router_v4 if eid.version == 4 else self.forwarder.router_v6
         if ecm.ttl <= 1:
             self.counters["ttl-expired"] += 1
-            if router is None or router.version != ecm.source.version:
+            if router is None or router.version != ecm.source.version or ecm.source.is_unspecified:
                 return []
             return [SendIp(icmp_error(router, data[4:], kind="time-exceeded"))]
         source: IPAddress | None = ecm.source
-        if ecm.source.version != eid.version:
-            # An IPv6 EID asked for over IPv4: the datagram needs a source of the EID's family.
+        if ecm.source.version != eid.version or ecm.source.is_unspecified:
+            # An IPv6 EID asked for by an IPv4-only ITR: the datagram needs a source of the EID's family.
             source = router
         if source is None:
             self.counters["family-mismatch"] += 1

@@ -82,7 +82,8 @@ class NodeCore:
         self.counters: Counter[str] = Counter()
         self.router_ids: dict[str, IPv4Address] = {}
         # With an operator's own ExaBGP config its static routes are not ours to know.
-        self.static: frozenset[Prefix] = frozenset(config.eid.announce if config.exabgp.config is None else ())
+        own = config.eid.announce if config.exabgp.config is None else ()
+        self.static: frozenset[Prefix] = frozenset(own)
         self.dynamic: dict[Prefix, None] = {}
         self.exported: dict[Prefix, Path] = {}
         self.hello: Hello | None = None
@@ -98,9 +99,12 @@ class NodeCore:
             return self._on_bridge_line(text.strip())
         event = self.reader.feed(line)
         if event is None:
-            if self.reader.last_error and self.reader.counters["malformed"] > self.counters["malformed-logged"]:
-                self.counters["malformed-logged"] = self.reader.counters["malformed"]
-                log.warning("skipped a line from ExaBGP: %s", self.reader.last_error)
+            malformed = self.reader.counters["malformed"]
+            # The first few and then every 1000th: a confused ExaBGP must not flood the log.
+            if malformed > self.counters["malformed-logged"] and (malformed <= 10 or malformed % 1000 == 0):
+                self.counters["malformed-logged"] = malformed
+                log.warning("skipped a malformed line from ExaBGP (%d so far): %s", malformed,
+                            self.reader.last_error)
             return []
         return self.on_event(event, now)
 
@@ -130,6 +134,8 @@ class NodeCore:
         if isinstance(event, api.Shutdown):
             log.info("ExaBGP reports it is shutting down")
             return []
+        if isinstance(event, api.Ignored):
+            return []
         name = self.rib.peer_name_for(event.neighbor.peer)
         if name is None:
             self.counters["unknown-neighbor"] += 1
@@ -145,10 +151,12 @@ class NodeCore:
                 log.info("peer %s (%s) is up", name, event.neighbor.peer)
                 out = self.rib.peer_up(name, now, self.router_ids.get(name))
             elif event.state == "down":
-                log.warning("peer %s (%s) is down: %s", name, event.neighbor.peer, event.reason or "no reason")
+                log.warning("peer %s (%s) is down: %s", name, event.neighbor.peer,
+                            event.reason or "no reason")
                 out = self.rib.peer_down(name, event.reason or "down", now)
         elif isinstance(event, api.RouteUpdate):
             if event.direction == "receive":
+                self._log_unknown_next_hops(name, event)
                 out = self.rib.apply(event.to_rib(name), now)
         elif isinstance(event, api.EndOfRib):
             out = self.rib.end_of_rib(name, event.afi)
@@ -162,6 +170,16 @@ class NodeCore:
                         "from" if event.direction == "receive" else "to", name, event.code, event.subcode,
                         event.message)
         return self._outputs(out)
+
+    def _log_unknown_next_hops(self, peer: str, event: api.RouteUpdate) -> None:
+        # The RIB counts these drops; the log says which next hop, for the operator.
+        for ann in event.announce:
+            if self.rib.policy.next_hop_peer(ann.next_hop) is None:
+                self.counters["unknown-next-hop-logged"] += 1
+                n = self.counters["unknown-next-hop-logged"]
+                if n <= 10 or n % 1000 == 0:
+                    log.warning("route %s from %s has next hop %s, which is not a tunnel peer: dropped",
+                                ann.prefix, peer, ann.next_hop)
 
     # --- what the edge tells us -------------------------------------------------------------
 
@@ -257,7 +275,8 @@ class NodeCore:
             return []
         self.teardowns.append(action)
         self.counters["teardowns"] += 1
-        log.error("tearing down the session with %s (%s): %s", peer.name, peer.tunnel.session[1], action.reason)
+        log.error("tearing down the session with %s (%s): %s", peer.name, peer.tunnel.session[1],
+                  action.reason)
         return [api.teardown(peer.tunnel.session[1], api.CEASE_MAX_PREFIX)]
 
     def _export(self, change: RouteChange) -> list[str]:
@@ -302,7 +321,7 @@ class NodeCore:
             "asn": self.local_asn,
             "time": now,
             "peers": peers,
-            "rib": {"routes": len(self.rib), "ipv4": len(self.rib._loc.v4), "ipv6": len(self.rib._loc.v6)},
+            "rib": {"routes": len(self.rib)},
             "drops": self.rib.drops.as_dict(),
             "rib_stats": dict(self.rib.stats),
             "api": dict(self.reader.counters),

@@ -1,0 +1,136 @@
+"""``alt-router etr``: a stand-alone ETR control plane that registers EID prefixes and answers Map-Requests.
+
+    alt-router etr --map-server 192.0.2.10 --key K --eid 10.1.0.0/16 --rloc 192.0.2.1,1,100
+
+or ``--config node.toml`` to take everything from the node's ``[etr]`` section.
+Runs until SIGINT/SIGTERM; registers at once and then every ``--interval`` s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import select
+import signal
+import sys
+import time
+from types import FrameType
+
+from alt_router.inet import InetError, address
+from alt_router.lisp import LISP_CONTROL_PORT
+from alt_router.mapping.etr import EidMapping, Etr, MapServerTarget
+from alt_router.mapping.map_server import ALGORITHMS
+from alt_router.mapping.udp import bound_port, open_udp, send_all
+from alt_router.node.config import ConfigError, Rloc, load_config
+
+log = logging.getLogger("alt_router.etr")
+
+_ALG_NAMES = {"sha1": "hmac-sha1-96", "sha256": "hmac-sha256-128", **{a: a for a in ALGORITHMS}}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("etr", help="run an ETR: register EID prefixes with Map-Servers, answer Map-Requests")
+    p.add_argument("--config", help="node TOML file: use its [etr] section")
+    p.add_argument("--map-server", action="append", default=[], help="Map-Server address (repeatable)")
+    p.add_argument("--map-server-port", type=int, default=LISP_CONTROL_PORT, help="its UDP port (4342)")
+    p.add_argument("--key", help="authentication key shared with the Map-Server(s)")
+    p.add_argument("--alg", choices=sorted(_ALG_NAMES), default="sha256", help="HMAC algorithm (sha256)")
+    p.add_argument("--eid", action="append", default=[], help="EID prefix to register (repeatable)")
+    p.add_argument("--rloc", action="append", default=[],
+                   help="ADDR[,PRIORITY[,WEIGHT]] locator for every --eid (repeatable)")
+    p.add_argument("--ttl", type=int, default=1440, help="record TTL in minutes (1440)")
+    p.add_argument("--listen", default="0.0.0.0", help="address to listen on (0.0.0.0)")
+    p.add_argument("--port", type=int, default=LISP_CONTROL_PORT, help="UDP port to listen on (4342)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between Map-Registers (60)")
+    p.add_argument("--proxy-reply", action="store_true", help="ask the Map-Server to answer for us (P bit)")
+    p.set_defaults(func=run)
+
+
+def _rloc(text: str) -> Rloc:
+    parts = text.split(",")
+    if not 1 <= len(parts) <= 3:
+        raise ValueError(f"--rloc {text!r}: expected ADDR[,PRIORITY[,WEIGHT]]")
+    prio = int(parts[1]) if len(parts) > 1 else 1
+    weight = int(parts[2]) if len(parts) > 2 else 100
+    if not (0 <= prio <= 255 and 0 <= weight <= 255):
+        raise ValueError(f"--rloc {text!r}: priority and weight are 0..255")
+    return Rloc(address(parts[0]), prio, weight)
+
+
+def build(args: argparse.Namespace) -> Etr:
+    """The ETR core from the command line (raises ValueError with an operator-facing message)."""
+    if args.config:
+        cfg = load_config(args.config).etr
+        servers = [MapServerTarget.from_config(s, args.map_server_port) for s in cfg.map_servers]
+        mappings = [EidMapping.from_config(m) for m in cfg.mappings]
+        interval = args.interval if args.interval is not None else float(cfg.register_interval)
+        proxy = cfg.proxy_reply or args.proxy_reply
+    else:
+        if not (args.map_server and args.key and args.eid and args.rloc):
+            raise ValueError("need --config, or --map-server, --key, --eid and --rloc")
+        alg = ALGORITHMS[_ALG_NAMES[args.alg]]
+        servers = [MapServerTarget(address(a), args.key, alg, args.map_server_port) for a in args.map_server]
+        rlocs = tuple(_rloc(r) for r in args.rloc)
+        if not 0 <= args.ttl <= 0xFFFFFFFF:
+            raise ValueError(f"--ttl {args.ttl} out of range")
+        mappings = [EidMapping(ipaddress.ip_network(e, strict=True), rlocs, args.ttl) for e in args.eid]
+        interval = args.interval if args.interval is not None else 60.0
+        proxy = args.proxy_reply
+    if not servers or not mappings:
+        raise ValueError("no Map-Servers or no EID mappings configured")
+    if interval <= 0:
+        raise ValueError("--interval must be > 0")
+    return Etr(mappings, servers, register_interval=interval, proxy_reply=proxy, port=args.port)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        etr = build(args)
+        listen = address(args.listen)
+    except (ValueError, ConfigError, InetError) as exc:
+        print(f"etr: {exc}", file=sys.stderr)
+        return 2
+    for ms in etr.map_servers:
+        if ms.address.version != listen.version:
+            print(f"etr: Map-Server {ms.address} is not reachable from a socket on {listen}", file=sys.stderr)
+            return 2
+    try:
+        sock = open_udp(listen, args.port)
+    except OSError as exc:
+        print(f"etr: cannot listen on {listen} port {args.port}: {exc}", file=sys.stderr)
+        return 2
+    etr.port = bound_port(sock)
+    signal.signal(signal.SIGTERM, _stop)
+    sockets = {etr.port: sock}
+    prefixes = ", ".join(str(m.prefix) for m in etr.mappings)
+    print(f"etr: listening on {listen} port {etr.port}, registering {prefixes}", file=sys.stderr, flush=True)
+    notified: set[object] = set()
+    with sock:
+        while True:
+            now = time.monotonic()
+            failed = send_all(sockets, etr.tick(now))
+            if failed:
+                log.warning("%d Map-Register(s) could not be sent", failed)
+            wait = max(0.0, etr.next_deadline() - time.monotonic())
+            ready, _, _ = select.select([sock], [], [], wait)
+            if not ready:
+                continue
+            try:
+                data, peer = sock.recvfrom(65535)
+            except OSError:
+                continue
+            try:
+                src = address(peer[0].split("%")[0])
+            except InetError:
+                continue
+            send_all(sockets, etr.handle(data, src, peer[1], time.monotonic()))
+            for ms_addr in etr.last_notify:
+                if ms_addr not in notified:
+                    notified.add(ms_addr)
+                    print(f"etr: registered with Map-Server {ms_addr} (Map-Notify)", file=sys.stderr,
+                          flush=True)

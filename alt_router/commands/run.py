@@ -1,0 +1,48 @@
+"""``alt-router run -c node.toml``: run an ALT node in the foreground; SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from alt_router.bgp.exabgp_config import ExabgpConfigError
+from alt_router.gre.config import TunnelConfigError
+from alt_router.gre.tunnel import ModeError
+from alt_router.node.config import ConfigError, load_config
+from alt_router.node.daemon import DaemonError, Node, serve
+
+log = logging.getLogger("alt_router.run")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run an ALT node: GRE tunnels, ExaBGP, the ALT RIB (foreground)",
+        description="Brings up one GRE tunnel per peer, starts (or adopts) ExaBGP and keeps the ALT RIB. "
+        "SIGTERM/SIGINT: stop ExaBGP (its sessions close, withdrawing our prefixes) and remove the "
+        "tunnels.  SIGUSR1: write STATE_DIR/status.json.  See docs/operations.md.",
+    )
+    p.add_argument("-c", "--config", type=Path, required=True, help="node configuration (TOML)")
+    p.add_argument("--state-dir", type=Path, help="override [node].state_dir")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Without -v the operator still wants to see sessions come and go.
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.state_dir is not None:
+        config = replace(config, node=replace(config.node, state_dir=args.state_dir))
+    try:
+        return asyncio.run(serve(Node(config)))
+    except (DaemonError, ExabgpConfigError, TunnelConfigError, ModeError) as exc:
+        log.error("%s", exc)
+        return 1

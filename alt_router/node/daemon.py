@@ -1,0 +1,422 @@
+"""The node daemon, asyncio edge: tunnels, ExaBGP under supervision, the bridge socket, status and control.
+
+Start order: GRE tunnels (one per peer), the bridge and control sockets, then
+ExaBGP (started or adopted, see ``alt_router.bgp.supervisor``).  Stop order is
+the reverse: ExaBGP first (it closes every session with a Cease, which is what
+withdraws our prefixes at the peers), then the sockets, then the tunnels.
+
+State directory (``[node].state_dir``), documented in docs/operations.md::
+
+    alt-router.pid     this daemon          exabgp.conf   rendered ExaBGP config
+    exabgp.pid         ExaBGP (adoptable)   exabgp.log    ExaBGP's log
+    exabgp.out         ExaBGP + bridge stdout/stderr
+    bridge.sock        ExaBGP's bridge connects here
+    control.sock       JSON-lines queries (``query()``)
+    status.json        snapshot, every STATUS_INTERVAL s and on SIGUSR1
+    announcements.json run-time announcements, re-announced after a restart
+
+Plug-in points for the mapping cores: ``hook`` is the GRE engine's inner-packet
+hook (the ALT datagram forwarder; it forces the userspace data path), and a
+Map-Server calls ``Node.announce`` / ``Node.withdraw`` with the prefixes of its
+registered sites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alt_router.bgp.bridge import MAX_LINE, SOCKET_NAME
+from alt_router.bgp.exabgp_config import render_exabgp_config
+from alt_router.bgp.supervisor import Backoff, ExabgpSupervisor, exabgp_env, process_matches, read_pidfile
+from alt_router.gre.config import TunnelConfig
+from alt_router.gre.dataplane import InnerHook
+from alt_router.gre.tunnel import Tunnels, make_tunnels
+from alt_router.gre.userspace import Engine
+from alt_router.node.config import NodeConfig, PeerConfig
+from alt_router.node.core import NodeCore, NodeError, Prefix, as_prefix
+from alt_router.rib import EventStream
+
+log = logging.getLogger(__name__)
+
+PIDFILE = "alt-router.pid"
+CONTROL_SOCKET = "control.sock"
+STATUS_FILE = "status.json"
+ANNOUNCEMENTS_FILE = "announcements.json"
+EXABGP_CONFIG = "exabgp.conf"
+STATUS_INTERVAL = 2.0
+
+
+class DaemonError(RuntimeError):
+    """The node cannot start (another daemon runs on the state dir, a tunnel cannot be made...)."""
+
+
+def tunnel_name(peer: PeerConfig, index: int) -> str:
+    """``alt-<peer>`` when that is a valid interface name, else ``alt<index>``."""
+    name = f"alt-{peer.name}"
+    return name if len(name) <= 15 and all(c.isalnum() or c in "-_" for c in name) else f"alt{index}"
+
+
+def tunnel_configs(config: NodeConfig) -> list[TunnelConfig]:
+    out = []
+    for i, peer in enumerate(config.peers):
+        addresses = tuple(a for a in (peer.tunnel.local_ipv4, peer.tunnel.local_ipv6) if a is not None)
+        out.append(TunnelConfig(name=tunnel_name(peer, i), local=peer.underlay.local,
+                                remote=peer.underlay.remote, key=peer.key, addresses=addresses))
+    return out
+
+
+def bridge_command(state_dir: Path) -> str:
+    return f"{sys.executable} -m alt_router.cli bridge --socket {state_dir / SOCKET_NAME}"
+
+
+_LOCAL_ADDRESS = re.compile(r"^(    local-address [^;]+;\n)", re.MULTILINE)
+
+
+def exabgp_config_text(config: NodeConfig) -> str:
+    text = render_exabgp_config(config, bridge_command(config.node.state_dir))
+    # ExaBGP only connects out unless told to listen; two ALT nodes both running ExaBGP would
+    # then never meet.  A per-neighbor 'listen' binds on local-address with the neighbor's
+    # MD5 key set on the listening socket.  (Belongs in exabgp_config; reported.)
+    if "listen " not in text:
+        text = _LOCAL_ADDRESS.sub(lambda m: m.group(1) + "    listen 179;\n", text)
+    return text
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Node:
+    """One ALT node.  ``await node.run()`` until ``node.request_stop()`` (or SIGTERM via ``serve``)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        hook: InnerHook | None = None,
+        with_tunnels: bool = True,
+        exabgp_argv: list[str] | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.state_dir = config.node.state_dir
+        self.hook = hook
+        self.with_tunnels = with_tunnels
+        self.clock = clock
+        self.stream = EventStream()
+        self.core = NodeCore(config, self.stream)
+        self.tunnels: Tunnels | None = None
+        self.exabgp_config = config.exabgp.config or self.state_dir / EXABGP_CONFIG
+        argv = exabgp_argv or [config.exabgp.binary, str(self.exabgp_config)]
+        self.supervisor = ExabgpSupervisor(
+            argv, self.state_dir, env=exabgp_env(self.state_dir, config.node.name), backoff=backoff,
+            adopt_match=("exabgp", str(self.exabgp_config)), on_exit=self._on_exabgp_exit,
+        )
+        self._bridge: asyncio.StreamWriter | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.dropped_commands = 0
+
+    @property
+    def rib(self) -> Any:
+        return self.core.rib
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_pidfile()
+        self._load_announcements()
+        try:
+            if self.with_tunnels and self.config.peers:
+                self.tunnels = make_tunnels(
+                    tunnel_configs(self.config), self.config.node.tunnel_mode, self.hook
+                )
+                # Netlink work runs in a helper thread inside open(); fine to call from the loop.
+                self.tunnels.open()
+                if isinstance(self.tunnels, Engine):
+                    self.tunnels.attach(asyncio.get_running_loop())
+            self._servers.append(await self._unix_server(SOCKET_NAME, self._serve_bridge))
+            self._servers.append(await self._unix_server(CONTROL_SOCKET, self._serve_control))
+            self._prepare_exabgp_config()
+            self.supervisor.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks.append(asyncio.get_running_loop().create_task(self._status_loop()))
+        log.info("node %s (AS %d) running; state in %s", self.config.node.name, self.config.node.asn,
+                 self.state_dir)
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Clean stop: ExaBGP (Cease to every peer), sockets, tunnels, pidfiles."""
+        await self.supervisor.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        for name in (SOCKET_NAME, CONTROL_SOCKET):
+            (self.state_dir / name).unlink(missing_ok=True)
+        if self.tunnels is not None:
+            self.tunnels.close()
+            self.tunnels = None
+        with contextlib.suppress(OSError):
+            self.write_status()
+        if read_pidfile(self.state_dir / PIDFILE) == os.getpid():
+            (self.state_dir / PIDFILE).unlink(missing_ok=True)
+        log.info("node %s stopped", self.config.node.name)
+
+    def _claim_pidfile(self) -> None:
+        path = self.state_dir / PIDFILE
+        other = read_pidfile(path)
+        if other is not None and other != os.getpid() and process_matches(other, ("alt",)):
+            raise DaemonError(f"another alt-router (pid {other}) runs on {self.state_dir}")
+        write_atomic(path, f"{os.getpid()}\n")
+
+    def _prepare_exabgp_config(self) -> None:
+        if self.config.exabgp.config is not None:
+            if not self.config.exabgp.config.is_file():
+                raise DaemonError(f"ExaBGP config {self.config.exabgp.config} does not exist")
+            return
+        text = exabgp_config_text(self.config)
+        path = self.state_dir / EXABGP_CONFIG
+        try:
+            old = path.read_text()
+        except FileNotFoundError:
+            old = None
+        if old == text:
+            return
+        pid = read_pidfile(self.supervisor.pidfile)
+        if old is not None and pid is not None and process_matches(pid, ("exabgp", str(path))):
+            # The running ExaBGP was started from a different config: do not adopt it.
+            log.warning("the node config changed since ExaBGP pid %d started; restarting it", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while process_matches(pid, ()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        write_atomic(path, text)
+
+    async def _unix_server(
+        self, name: str, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    ) -> asyncio.AbstractServer:
+        path = self.state_dir / name
+        path.unlink(missing_ok=True)  # a socket file left by a killed daemon
+        server = await asyncio.start_unix_server(handler, str(path), limit=MAX_LINE)
+        path.chmod(0o600)
+        return server
+
+    # --- ExaBGP via the bridge --------------------------------------------------------------
+
+    def send(self, commands: list[str]) -> None:
+        if not commands:
+            return
+        writer = self._bridge
+        if writer is None or writer.is_closing():
+            # Nothing is lost: a new bridge connection gets the complete desired state again.
+            self.dropped_commands += len(commands)
+            return
+        writer.write("".join(c + "\n" for c in commands).encode())
+
+    async def _serve_bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._bridge is not None:
+            log.warning("a second bridge connected; dropping the first")
+            self._bridge.close()
+        self._bridge = writer
+        log.info("ExaBGP bridge connected")
+        self.send(self.core.on_bridge_connected())
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break
+                except asyncio.LimitOverrunError as exc:
+                    self.core.counters["oversize-lines"] += 1
+                    await reader.readexactly(exc.consumed)
+                    continue
+                self.send(self.core.on_line(line, self.clock()))
+                if writer.transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.warning("bridge connection error: %s", exc)
+        finally:
+            if self._bridge is writer:
+                self._bridge = None
+            writer.close()
+            log.info("ExaBGP bridge disconnected")
+
+    def _on_exabgp_exit(self, pid: int, status: int | None) -> None:
+        self.send(self.core.on_exabgp_exit(self.clock()))
+
+    # --- run-time announcements -----------------------------------------------------------------
+
+    def announce(self, prefix: str | Prefix) -> bool:
+        """Originate ``prefix`` to every peer; True if it was not announced already."""
+        p = as_prefix(prefix)
+        known = p in self.core.dynamic or p in self.core.static
+        self.send(self.core.announce(p))
+        self._save_announcements()
+        return not known
+
+    def withdraw(self, prefix: str | Prefix) -> bool:
+        """Stop originating ``prefix``; True if it was announced at run time before."""
+        was = as_prefix(prefix) in self.core.dynamic
+        self.send(self.core.withdraw(prefix))
+        self._save_announcements()
+        return was
+
+    def _save_announcements(self) -> None:
+        write_atomic(self.state_dir / ANNOUNCEMENTS_FILE,
+                     json.dumps([str(p) for p in self.core.dynamic], indent=1) + "\n")
+
+    def _load_announcements(self) -> None:
+        path = self.state_dir / ANNOUNCEMENTS_FILE
+        try:
+            items = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            log.error("ignoring %s: %s", path, exc)
+            return
+        for item in items if isinstance(items, list) else []:
+            try:
+                self.core.announce(item)
+            except NodeError as exc:
+                log.error("ignoring an entry of %s: %s", path, exc)
+
+    # --- status and control ---------------------------------------------------------------------
+
+    def status(self, *, routes: bool = True) -> dict[str, Any]:
+        snap = self.core.snapshot(self.clock(), routes=routes)
+        snap["pid"] = os.getpid()
+        snap["exabgp"] = {
+            "pid": self.supervisor.pid, "adopted": self.supervisor.adopted,
+            "restarts": self.supervisor.restarts, "last_exit": self.supervisor.last_exit,
+            "config": str(self.exabgp_config),
+        }
+        snap["bridge_connected"] = self._bridge is not None
+        snap["dropped_commands"] = self.dropped_commands
+        if self.tunnels is not None:
+            snap["tunnels"] = {"mode": self.tunnels.mode, **self.tunnels.stats()}
+        return snap
+
+    def write_status(self) -> Path:
+        path = self.state_dir / STATUS_FILE
+        write_atomic(path, json.dumps(self.status(), indent=1, sort_keys=True, default=str) + "\n")
+        return path
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                self.write_status()
+            except OSError as exc:
+                log.warning("cannot write %s: %s", STATUS_FILE, exc)
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    def control(self, request: Any) -> dict[str, Any]:
+        """Answer one control request (a JSON object with ``cmd``)."""
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "request must be a JSON object"}
+        cmd = request.get("cmd")
+        try:
+            if cmd == "status":
+                return {"ok": True, **self.status(routes=bool(request.get("routes", True)))}
+            if cmd == "announce":
+                return {"ok": True, "changed": self.announce(str(request.get("prefix")))}
+            if cmd == "withdraw":
+                return {"ok": True, "changed": self.withdraw(str(request.get("prefix")))}
+            if cmd == "lookup":
+                path = self.core.rib.lookup(str(request.get("address")))
+                if path is None:
+                    return {"ok": True, "route": None}
+                return {"ok": True, "route": {"prefix": str(path.prefix), "peer": path.peer,
+                                              "next_hop": str(path.next_hop), "as_path": list(path.as_path)}}
+            if cmd == "dump":
+                return {"ok": True, "path": str(self.write_status())}
+        except NodeError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+    async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    break
+                try:
+                    answer = self.control(json.loads(line))
+                except ValueError as exc:
+                    answer = {"ok": False, "error": f"not JSON: {exc}"}
+                writer.write(json.dumps(answer, default=str).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+def query(state_dir: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Send one control request to the daemon running on ``state_dir`` (blocking client)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(state_dir / CONTROL_SOCKET))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    answer: dict[str, Any] = json.loads(data)
+    return answer
+
+
+async def serve(node: Node) -> int:
+    """Run ``node`` until SIGTERM/SIGINT; SIGUSR1 writes status.json."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, node.request_stop)
+    loop.add_signal_handler(signal.SIGINT, node.request_stop)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("status written to %s", node.write_status()))
+    try:
+        await node.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            loop.remove_signal_handler(signum)
+    return 0

@@ -1,0 +1,29 @@
+"""Integration fixtures: root, the tools, and forced removal of a lab's leftovers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from alt_router.lab import remove_lab
+from tests.conftest import require, require_tool
+
+
+@pytest.fixture(scope="module")
+def lab_names() -> Iterator[Callable[[str], str]]:
+    """Register a lab name: leftovers of a crashed earlier run are removed now and after the module."""
+    require(os.geteuid() == 0, "needs root for network namespaces")
+    require_tool("ip")
+    require_tool("exabgp")
+    names: list[str] = []
+
+    def register(name: str) -> str:
+        names.append(name)
+        remove_lab(name)
+        return name
+
+    yield register
+    for name in names:
+        remove_lab(name)
