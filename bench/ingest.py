@@ -1,6 +1,7 @@
 """Ingest benchmark: BIRD originates N IPv4 /24 EID prefixes to an alt-router node and to FRR bgpd.
 
     sudo python bench/ingest.py [--prefixes 1000000]
+    python bench/ingest.py --offline [--prefixes 1000000]    # no root: the daemon's pure path only
 
 Namespaces: ``s`` runs BIRD (and ``alt-router tunnel`` with two userspace GRE
 tunnels), ``n`` runs ``alt-router run``, ``f`` runs FRR bgpd; both BGP sessions
@@ -8,30 +9,38 @@ ride userspace GRE so the two receivers see the same path.  Reported:
 
 * time from BIRD's start until the last prefix is in the node's LPM table
   (control socket) vs until FRR's summary shows all of them received;
-* peak RSS of alt-router + ExaBGP + bridge vs bgpd (sampled every 0.5 s);
-* LPM lookups/s on a table of N prefixes, through ``alt_router.rib.table.LpmTable``
-  (the RIB's table type) in this process, and through pytricia directly.
+* peak RSS of alt-router + ExaBGP + bridge vs bgpd (sampled every 0.5 s), and
+  each process's own peak RSS and CPU seconds, so the split is visible;
+* LPM lookups/s on a RIB of N prefixes through ``Rib.lookup_packed`` (the
+  forwarder's call: the destination as the packet's own 4 bytes), through
+  ``LpmTable.lookup_packed``, and through pytricia directly.
+
+``--offline`` feeds ExaBGP-shaped JSON lines (1000 NLRI per line, as ExaBGP
+writes BIRD's 4 KiB UPDATEs) straight into ``NodeCore.on_line`` and reports
+prefixes/s and the RSS the RIB added: the part of the pipeline that is ours.
 
 Targets: time <= 1.2x FRR, memory <= 1.0x bgpd, >= 1,000,000 lookups/s.
-Needs root, exabgp, bird, FRR.  Not part of the test suite.
+The live run needs root, exabgp, bird, FRR.  Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alt_router.lab import Lab, Topology, wait_until
-from alt_router.lab.daemons import start_bird, start_frr
-from alt_router.node.daemon import query
+from alt_router.rib.paths import PeerInfo
+from alt_router.rib.rib import Rib
 from alt_router.rib.table import LpmTable
 
 TOPOLOGY = """
@@ -48,6 +57,9 @@ members = [
 ]
 """
 BASE = int(IPv4Address("16.0.0.0"))
+# BIRD fills 4096-byte UPDATEs: about 1000 /24 NLRI each, and ExaBGP writes one JSON line per UPDATE.
+NLRI_PER_LINE = 1000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def prefixes(n: int) -> list[str]:
@@ -127,6 +139,8 @@ router bgp 65002
 """
 
 
+# --- process sampling ----------------------------------------------------------------------
+
 def rss_kb(pid: int | None) -> int:
     if not pid:
         return 0
@@ -139,6 +153,17 @@ def rss_kb(pid: int | None) -> int:
     return 0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of ``pid`` (0 once it is gone)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def children(pid: int | None) -> list[int]:
     if not pid:
         return []
@@ -148,32 +173,101 @@ def children(pid: int | None) -> list[int]:
         return []
 
 
-def lookups_per_second(nets: list[str], count: int = 1_000_000) -> tuple[float, float]:
+class Sampler:
+    """Peak RSS and last CPU time per named process."""
+
+    def __init__(self) -> None:
+        self.peak_kb: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+
+    def sample(self, name: str, pid: int | None) -> int:
+        kb = rss_kb(pid)
+        self.peak_kb[name] = max(self.peak_kb.get(name, 0), kb)
+        cpu = cpu_seconds(pid)
+        if cpu:
+            self.cpu[name] = cpu
+        return kb
+
+
+# --- lookups -----------------------------------------------------------------------------
+
+def lookups_per_second(nets: list[str], count: int = 1_000_000) -> dict[str, int]:
+    rib = Rib(65001, [], [PeerInfo("s", 65100, (IPv4Address("10.255.1.1"),))])
     table: LpmTable[int] = LpmTable(4)
     for i, p in enumerate(nets):
         table.insert(p, i)
+    rib_table = rib._loc.v4
+    for p in nets:
+        rib_table.insert(p, None)  # the lookup cost does not depend on the value held
     rnd = random.Random(1)
     span = len(nets) << 8
-    addrs = [str(IPv4Address(BASE + rnd.randrange(span))) for _ in range(count)]
-    start = time.perf_counter()
-    for a in addrs:
-        table.lookup(a)
-    api_rate = count / (time.perf_counter() - start)
-    tree = table._tree
-    get_key = tree.get_key
-    start = time.perf_counter()
-    for a in addrs:
-        get_key(a)
-    raw_rate = count / (time.perf_counter() - start)
-    return api_rate, raw_rate
+    packed = [(BASE + rnd.randrange(span)).to_bytes(4, "big") for _ in range(count)]
+    text = [str(IPv4Address(a)) for a in packed]
+    raw_get = table._tree.get
+
+    def rate(fn: Callable[[bytes], object], keys: list[bytes] | list[str]) -> int:
+        start = time.perf_counter()
+        for k in keys:
+            fn(k)  # type: ignore[arg-type]
+        return round(count / (time.perf_counter() - start))
+
+    return {
+        "lpm_lookups_per_s_rib_lookup_packed": rate(rib.lookup_packed, packed),
+        "lpm_lookups_per_s_table_lookup_packed": rate(table.lookup_packed, packed),
+        "lpm_lookups_per_s_pytricia_bytes": rate(raw_get, packed),
+        "lpm_lookups_per_s_table_lookup_text": rate(table.lookup, text[: count // 10]),
+    }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prefixes", type=int, default=1_000_000)
-    ap.add_argument("--timeout", type=float, default=900)
-    args = ap.parse_args()
-    n = args.prefixes
+# --- offline: the daemon's pure path -------------------------------------------------------
+
+def exabgp_lines(nets: list[str], per_line: int = NLRI_PER_LINE) -> list[bytes]:
+    """ExaBGP 5.0 JSON update lines carrying ``nets``, as the node's bridge relays them."""
+    neighbor = {"address": {"local": "10.255.1.2", "peer": "10.255.1.1"},
+                "asn": {"local": 65001, "peer": 65100}, "router-id": "192.0.2.1", "direction": "receive"}
+    out = []
+    for i in range(0, len(nets), per_line):
+        as_path = {"0": {"element": "as-sequence", "value": [65100]}}
+        update = {"attribute": {"origin": "igp", "as-path": as_path},
+                  "announce": {"ipv4 unicast": {"10.255.1.1": [{"nlri": p} for p in nets[i:i + per_line]]}}}
+        msg = {"exabgp": "5.0.0", "time": 1.0, "host": "s", "pid": 1, "ppid": 1, "counter": i // per_line,
+               "type": "update", "neighbor": {**neighbor, "message": {"update": update}}}
+        out.append(json.dumps(msg).encode() + b"\n")
+    return out
+
+
+def offline(n: int) -> dict[str, object]:
+    from alt_router.node.config import parse_config  # noqa: PLC0415 - the live run does not need it
+    from alt_router.node.core import NodeCore  # noqa: PLC0415
+
+    lines = exabgp_lines(prefixes(n))
+    core = NodeCore(parse_config(node_toml(Path("/nonexistent"))))
+    up = {"type": "state", "neighbor": {"address": {"local": "10.255.1.2", "peer": "10.255.1.1"},
+                                        "asn": {"local": 65001, "peer": 65100}, "state": "up"}}
+    core.on_line(json.dumps(up), 0.0)
+    gc.collect()
+    base = rss_kb(os.getpid())
+    start = time.perf_counter()
+    commands = 0
+    for line in lines:
+        commands += len(core.on_line(line, 1.0))
+    seconds = time.perf_counter() - start
+    del lines
+    gc.collect()
+    return {
+        "prefixes": n, "routes": len(core.rib), "seconds": round(seconds, 2),
+        "prefixes_per_s": round(n / seconds), "commands": commands,
+        "rib_rss_mb": round((rss_kb(os.getpid()) - base) / 1024, 1),
+        "rib_bytes_per_route": round((rss_kb(os.getpid()) - base) * 1024 / max(n, 1)),
+    }
+
+
+# --- live ---------------------------------------------------------------------------------
+
+def live(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
+    from alt_router.lab import Lab, Topology, wait_until  # noqa: PLC0415 - needs root and the lab tools
+    from alt_router.lab.daemons import start_bird, start_frr  # noqa: PLC0415
+
     nets = prefixes(n)
     work = Path(tempfile.mkdtemp(prefix="alt-router-ingest-"))
     with Lab(Topology.from_toml(TOPOLOGY), workdir=work) as lab:
@@ -188,40 +282,57 @@ def main() -> int:
         state = work / "n-state"
         wait_until(lambda: _status(state), 30, what="alt-router answering")
         t0 = time.monotonic()
-        start_bird(lab, "s", asn=65100, router_id="10.255.1.1", peers=[], config=bird_conf(nets))
+        bird = start_bird(lab, "s", asn=65100, router_id="10.255.1.1", peers=[], config=bird_conf(nets))
         done: dict[str, float] = {}
         peak = {"alt": 0, "frr": 0}
+        sampler = Sampler()
         bgpd_pid = frr.bgpd.pid
-        deadline = t0 + args.timeout
+        deadline = t0 + timeout
         while len(done) < 2 and time.monotonic() < deadline:
             st = _status(state)
             if st:
-                exa = st["exabgp"]["pid"]
-                peak["alt"] = max(peak["alt"], rss_kb(st["pid"]) + rss_kb(exa)
-                                  + sum(rss_kb(c) for c in children(exa)))
-                if "alt" not in done and st["rib"]["routes"] >= n:
+                exa = st["exabgp"]["pid"]  # type: ignore[index]
+                total = sampler.sample("alt-router", st["pid"]) + sampler.sample("exabgp", exa)  # type: ignore[arg-type]
+                for child in children(exa):  # type: ignore[arg-type]
+                    total += sampler.sample("bridge", child)
+                peak["alt"] = max(peak["alt"], total)
+                if "alt" not in done and st["rib"]["routes"] >= n:  # type: ignore[index]
                     done["alt"] = time.monotonic() - t0
-            peak["frr"] = max(peak["frr"], rss_kb(bgpd_pid))
-            if "frr" not in done and _frr_received(frr) >= n:
+            peak["frr"] = max(peak["frr"], sampler.sample("bgpd", bgpd_pid))
+            for handle in lab.processes:
+                if handle.name in ("bird", "tunnel"):
+                    sampler.sample(f"{handle.host}-{handle.name}", handle.pid)
+            frr_routes = _frr_received(frr)
+            if "frr" not in done and frr_routes >= n:
                 done["frr"] = time.monotonic() - t0
+            if trace:
+                alt_routes = st["rib"]["routes"] if st else None  # type: ignore[index]
+                print(f"{time.monotonic() - t0:6.1f}s alt {alt_routes} frr {frr_routes}", file=sys.stderr)
             time.sleep(0.5)
-        api_rate, raw_rate = lookups_per_second(nets)
-        result = {
-            "prefixes": n,
-            "alt_router_seconds": done.get("alt"), "frr_seconds": done.get("frr"),
-            "alt_router_peak_rss_mb": round(peak["alt"] / 1024, 1),
-            "bgpd_peak_rss_mb": round(peak["frr"] / 1024, 1),
-            "lpm_lookups_per_s_api": round(api_rate), "lpm_lookups_per_s_pytricia": round(raw_rate),
-        }
-        if done.get("alt") and done.get("frr"):
-            result["time_ratio"] = round(done["alt"] / done["frr"], 2)
-        if peak["frr"]:
-            result["memory_ratio"] = round(peak["alt"] / peak["frr"], 2)
-        print(json.dumps(result, indent=1))
-    return 0
+        del bird
+    result: dict[str, object] = {
+        "prefixes": n,
+        "alt_router_seconds": _round(done.get("alt")), "frr_seconds": _round(done.get("frr")),
+        "alt_router_peak_rss_mb": round(peak["alt"] / 1024, 1),
+        "bgpd_peak_rss_mb": round(peak["frr"] / 1024, 1),
+        "peak_rss_mb": {k: round(v / 1024, 1) for k, v in sampler.peak_kb.items()},
+        "cpu_seconds": {k: round(v, 1) for k, v in sampler.cpu.items()},
+        "workdir": str(work),
+    }
+    if done.get("alt") and done.get("frr"):
+        result["time_ratio"] = round(done["alt"] / done["frr"], 2)
+    if peak["frr"]:
+        result["memory_ratio"] = round(peak["alt"] / peak["frr"], 2)
+    return result
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _status(state: Path) -> dict[str, object] | None:
+    from alt_router.node.daemon import query  # noqa: PLC0415
+
     try:
         answer = query(state, {"cmd": "status", "routes": False}, timeout=30)
     except (OSError, ValueError):
@@ -235,6 +346,21 @@ def _frr_received(frr: object) -> int:
         return int(summary.get("peers", {}).get("10.255.2.1", {}).get("pfxRcd", 0))
     except Exception:
         return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--prefixes", type=int, default=1_000_000)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--offline", action="store_true", help="only the daemon's pure path, no namespaces")
+    ap.add_argument("--no-lookups", action="store_true", help="skip the LPM lookup measurement")
+    ap.add_argument("--trace", action="store_true", help="print both route counts every sample (stderr)")
+    args = ap.parse_args()
+    result = offline(args.prefixes) if args.offline else live(args.prefixes, args.timeout, args.trace)
+    if not args.no_lookups:
+        result.update(lookups_per_second(prefixes(args.prefixes)))
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +123,20 @@ class ApiClient:
     def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         return self.call("GET", path, params)
 
-    def stream(self, since: int | None = None, read_timeout: float = 60.0) -> Iterator[SseEvent]:
-        """Events from one /v1/stream connection until the server closes it."""
+    def stream(self, since: int | None = None, read_timeout: float = 60.0
+               ) -> Generator[SseEvent, None, None]:
+        """Events from one /v1/stream connection until the server closes it.
+
+        Connects before returning (not on the first ``next``), so events published
+        after this call are never missed.
+        """
         headers = {"Accept": "text/event-stream"}
         if since is not None:
             headers["Last-Event-ID"] = str(since)
         resp = self._open(self._request("GET", "/v1/stream", headers=headers), read_timeout)
+        return self._events(resp)
+
+    def _events(self, resp: Any) -> Generator[SseEvent, None, None]:
         try:
             lines = (raw.decode("utf-8", "replace") for raw in resp)
             yield from parse_sse(lines)

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8179
 MAX_BODY = 64 * 1024
+# Kernel send buffer of a stream connection: without a cap Linux autotunes it to
+# megabytes, which a client that stopped reading would pin.
+STREAM_SNDBUF = 128 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _dumps = partial(json.dumps, default=str)
@@ -68,7 +72,7 @@ class ApiServer:
     def __init__(
         self, view: NodeView, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
         *, queue_size: int = DEFAULT_QUEUE_SIZE, heartbeat: float = DEFAULT_HEARTBEAT,
-        max_body: int = MAX_BODY,
+        max_body: int = MAX_BODY, stream_sndbuf: int | None = STREAM_SNDBUF,
     ) -> None:
         if token is not None and not token.strip():
             raise ApiConfigError("the API token must not be empty")
@@ -84,6 +88,7 @@ class ApiServer:
         self.read_needs_token = not is_loopback(host)
         self.heartbeat = heartbeat
         self.max_body = max_body
+        self.stream_sndbuf = stream_sndbuf
         self.hub = StreamHub(view.events, queue_size)
         self.requests: Counter[str] = Counter()
         self.registry = make_registry(view, self.hub, self.requests)
@@ -279,6 +284,9 @@ class ApiServer:
             transport = request.transport
             if transport is not None:
                 session.abort = transport.abort
+                sock = transport.get_extra_info("socket")
+                if sock is not None and self.stream_sndbuf is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.stream_sndbuf)
             await self._pump(session, response)
         finally:
             self.hub.release(session)

@@ -72,8 +72,10 @@ _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _AUTH_ERRORS = {"401": _error("missing or wrong bearer token")}
 
 
-def _get(summary: str, response: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": response, **_AUTH_ERRORS}}
+def _get(summary: str, response: dict[str, Any], errors: dict[str, Any] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    responses = {"200": response, **(errors or {}), **_AUTH_ERRORS}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
     op.update(extra)
     return {"get": op}
 
@@ -120,7 +122,7 @@ def document() -> dict[str, Any]:
                                         "less-specifics covering it"},
                         {"name": "peer", "in": "query", "schema": {"type": "string"}},
                         {"name": "limit", "in": "query",
-                         "schema": {"type": "integer", "minimum": 1, "default": 10000}},
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 1000}},
                     ],
                     "responses": {
                         "200": _json({"type": "object", "properties": {
@@ -164,6 +166,7 @@ def document() -> dict[str, Any]:
             "/v1/lookup/{eid}": _get(
                 "The route and next hop a datagram to this EID would take",
                 _json(_OBJECT),
+                {"400": _error("not an IP address"), "404": _error("no route covers the EID")},
                 parameters=[{"name": "eid", "in": "path", "required": True, "schema": {"type": "string"}}],
             ),
             "/v1/registrations": _get("Map-Server registrations",
@@ -174,6 +177,7 @@ def document() -> dict[str, Any]:
                 "Server-Sent Events: route and peer changes; resume with Last-Event-ID or since=",
                 {"description": "an endless text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                {"400": _error("bad since= or Last-Event-ID")},
                 parameters=[
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
                      "description": "send every kept event after this sequence number first"},

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Literal
 
-from alt_router.rib.paths import Announce, Update
+from alt_router.rib.paths import Announce, Attributes, Batch, Update, prefix_key
 
 IPAddress = IPv4Address | IPv6Address
 Prefix = IPv4Network | IPv6Network
@@ -74,15 +74,26 @@ class PeerOpen:
 
 @dataclass(frozen=True, slots=True)
 class RouteUpdate:
+    """One received UPDATE: NLRI as canonical prefix text, grouped by next hop (see ``Batch``)."""
+
     neighbor: Neighbor
     direction: Direction
-    announce: tuple[Announce, ...]
-    withdraw: tuple[Prefix, ...]
+    batches: tuple[Batch, ...]
+    withdraw_keys: tuple[str, ...]
     # NLRI left out: unsupported families, unparseable prefixes or next hops.
     skipped: int = 0
 
+    @property
+    def announce(self) -> tuple[Announce, ...]:
+        """The announcements as objects (builds one per NLRI: for tests and small updates)."""
+        return tuple(a for b in self.batches for a in b.announcements())
+
+    @property
+    def withdraw(self) -> tuple[Prefix, ...]:
+        return tuple(ip_network(k) for k in self.withdraw_keys)
+
     def to_rib(self, peer: str) -> Update:
-        return Update(peer, self.announce, self.withdraw)
+        return Update(peer, batches=self.batches, withdraw_keys=self.withdraw_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,18 +234,40 @@ def _as_path(value: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(seq), tuple(aset)
 
 
-@dataclass(frozen=True, slots=True)
-class _Attrs:
-    as_path: tuple[int, ...] = ()
-    as_set: tuple[int, ...] = ()
-    origin: str = "igp"
-    med: int | None = None
-    communities: tuple[tuple[int, int], ...] = ()
+# An UPDATE's attributes and next hop are shared by all its NLRI; these caches also share
+# them across UPDATEs (a peer sends few distinct ones), so a million routes hold a handful
+# of objects.  Bounded: cleared when full rather than grown.
+_CACHE_LIMIT = 4096
+_attributes_cache: dict[Attributes, Attributes] = {}
+_next_hop_cache: dict[str, IPAddress] = {}
 
 
-def _attributes(value: Any) -> _Attrs:
+def _shared_attributes(attrs: Attributes) -> Attributes:
+    cached = _attributes_cache.get(attrs)
+    if cached is not None:
+        return cached
+    if len(_attributes_cache) >= _CACHE_LIMIT:
+        _attributes_cache.clear()
+    _attributes_cache[attrs] = attrs
+    return attrs
+
+
+def _next_hop(text: str) -> IPAddress | None:
+    addr = _next_hop_cache.get(text)
+    if addr is None:
+        try:
+            addr = ip_address(text)
+        except ValueError:
+            return None  # ExaBGP writes "null" when it could not render the next hop
+        if len(_next_hop_cache) >= _CACHE_LIMIT:
+            _next_hop_cache.clear()
+        _next_hop_cache[text] = addr
+    return addr
+
+
+def _attributes(value: Any) -> Attributes:
     if value is None:
-        return _Attrs()
+        return _shared_attributes(Attributes())
     a = _obj(value, "attribute")
     seq, aset = _as_path(a.get("as-path"))
     origin = a.get("origin", "igp")
@@ -249,20 +282,21 @@ def _attributes(value: Any) -> _Attrs:
         if not isinstance(c, list) or len(c) != 2:
             raise ExabgpApiError("attribute.community: expected [asn, value] pairs")
         communities.append((_int(c[0], "community", 0, 0xFFFF), _int(c[1], "community", 0, 0xFFFF)))
-    return _Attrs(
+    return _shared_attributes(Attributes(
         seq, aset, origin, None if med is None else _int(med, "attribute.med"), tuple(communities),
-    )
+    ))
 
 
-def _nlri_prefix(item: Any, version: int) -> Prefix | None:
-    raw = item.get("nlri") if isinstance(item, dict) else item
-    if not isinstance(raw, str):
-        return None
-    try:
-        net = ip_network(raw, strict=True)
-    except ValueError:
-        return None
-    return net if net.version == version else None
+def _nlri_keys(items: list[Any], version: int) -> tuple[list[str], int]:
+    """Canonical prefix text of each NLRI of ``version``, and how many were not usable."""
+    v6 = version == 6
+    keys: list[str] = []
+    for item in items:
+        raw = item.get("nlri") if isinstance(item, dict) else item
+        key = prefix_key(raw) if isinstance(raw, str) else None
+        if key is not None and (":" in key) == v6:
+            keys.append(key)
+    return keys, len(items) - len(keys)
 
 
 def _family_version(family: Any) -> int | None:
@@ -275,8 +309,8 @@ def _family_version(family: Any) -> int | None:
 
 def _update(neighbor: Neighbor, direction: Direction, upd: dict[str, Any]) -> RouteUpdate:
     attrs = _attributes(upd.get("attribute"))
-    announce: list[Announce] = []
-    withdraw: list[Prefix] = []
+    batches: list[Batch] = []
+    withdraw: list[str] = []
     skipped = 0
     for family, by_nh in _obj(upd.get("announce", {}), "update.announce").items():
         version = _family_version(family)
@@ -285,22 +319,14 @@ def _update(neighbor: Neighbor, direction: Direction, upd: dict[str, Any]) -> Ro
         for nh_text, items in by_nh.items():
             if not isinstance(items, list):
                 raise ExabgpApiError("update.announce: expected a list of NLRI per next hop")
-            if version is None:
+            next_hop = _next_hop(nh_text) if version is not None else None
+            if version is None or next_hop is None:
                 skipped += len(items)
                 continue
-            try:
-                next_hop = ip_address(nh_text)
-            except ValueError:
-                skipped += len(items)  # ExaBGP writes "null" when it could not render the next hop
-                continue
-            for item in items:
-                prefix = _nlri_prefix(item, version)
-                if prefix is None:
-                    skipped += 1
-                    continue
-                announce.append(Announce(
-                    prefix, next_hop, attrs.as_path, attrs.as_set, attrs.origin, attrs.med, attrs.communities,
-                ))
+            keys, bad = _nlri_keys(items, version)
+            skipped += bad
+            if keys:
+                batches.append(Batch(next_hop, attrs, tuple(keys)))
     for family, items in _obj(upd.get("withdraw", {}), "update.withdraw").items():
         version = _family_version(family)
         if not isinstance(items, list):
@@ -308,13 +334,10 @@ def _update(neighbor: Neighbor, direction: Direction, upd: dict[str, Any]) -> Ro
         if version is None:
             skipped += len(items)
             continue
-        for item in items:
-            prefix = _nlri_prefix(item, version)
-            if prefix is None:
-                skipped += 1
-            else:
-                withdraw.append(prefix)
-    return RouteUpdate(neighbor, direction, tuple(announce), tuple(withdraw), skipped)
+        keys, bad = _nlri_keys(items, version)
+        skipped += bad
+        withdraw += keys
+    return RouteUpdate(neighbor, direction, tuple(batches), tuple(withdraw), skipped)
 
 
 def _parse_object(msg: dict[str, Any]) -> ApiEvent:

@@ -29,6 +29,7 @@ from ipaddress import IPv4Address, IPv6Address
 from alt_router.node.config import NodeConfig, PeerConfig, Prefix
 
 DEFAULT_PROCESS = "alt-router"
+BGP_PORT = 179
 _FORBIDDEN = set('"\\;{}\n\r\t')
 
 
@@ -45,6 +46,22 @@ def _check_word(value: str, what: str) -> str:
 
 def _quote(value: str) -> str:
     return '"' + value + '"'
+
+
+STOP_GRACE_BASE = 5.0
+STOP_GRACE_PER_100K_ROUTES = 2.0
+STOP_GRACE_MAX = 120.0
+
+
+def exabgp_stop_grace(routes: int) -> float:
+    """Seconds to let ExaBGP close its sessions after SIGTERM before SIGKILL, for a RIB of ``routes``.
+
+    ExaBGP with a large table takes longer than the default 5 s to stop (it tears its
+    per-route state down), and a SIGKILL skips the Cease that tells the peers to
+    withdraw our routes at once, so the grace grows with the table, within bounds.
+    """
+    extra = max(routes, 0) / 100_000 * STOP_GRACE_PER_100K_ROUTES
+    return min(STOP_GRACE_MAX, STOP_GRACE_BASE + extra)
 
 
 def next_hop_for(peer: PeerConfig, prefix: Prefix) -> str:
@@ -72,9 +89,15 @@ def _neighbor(config: NodeConfig, peer: PeerConfig, process: str) -> list[str]:
     lines += [
         f"    router-id {config.node.router_id};",
         f"    local-address {local};",
+        # ExaBGP only connects out unless told to listen: two ALT nodes would never meet.
+        # Per neighbor, so it binds local-address only, with this neighbor's MD5 key.
+        f"    listen {BGP_PORT};",
         f"    local-as {config.node.asn};",
         f"    peer-as {peer.asn};",
         f"    hold-time {peer.hold_time};",
+        # ExaBGP would otherwise keep its own copy of every received route (about 0.5 KiB each
+        # and a seventh of its CPU at 1M routes): the daemon's RIB is the Adj-RIB-In.
+        "    adj-rib-in false;",
     ]
     if peer.md5_password is not None:
         pw = _check_word(peer.md5_password, f"peers.{peer.name}.md5_password")

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, TextIO
 
 from alt_router import inet, lisp, lisp_text, pcap
@@ -218,6 +219,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--hex", action="append", default=[], metavar="HEX", help="a LISP message as hex (repeatable)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per message")
+    parser.add_argument("--sample", action="store_true", help="decode the bundled sample capture")
     parser.add_argument(
         "--port", action="append", type=int, default=None, metavar="PORT",
         help="UDP port that marks LISP control traffic (repeatable; default 4342)",
@@ -226,6 +228,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sample:
+        args.file = str(resources.files("alt_router").joinpath("data/sample.pcap"))
     return decode_inputs(
         file=args.file, hex_strings=args.hex, as_json=args.json, ports=args.port or DEFAULT_PORTS,
         out=sys.stdout, err=sys.stderr,

@@ -13,6 +13,7 @@ from alt_router.gre.config import TunnelConfigError
 from alt_router.gre.tunnel import ModeError
 from alt_router.node.config import ConfigError, load_config
 from alt_router.node.daemon import DaemonError, Node, serve
+from alt_router.node.logging import setup as setup_logging
 
 log = logging.getLogger("alt_router.run")
 
@@ -31,9 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    # Without -v the operator still wants to see sessions come and go.
-    if not args.verbose:
-        logging.getLogger().setLevel(logging.INFO)
+    # Without -v the operator still wants to see sessions come and go; logfmt lines for journald.
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -173,13 +173,13 @@ class NodeCore:
 
     def _log_unknown_next_hops(self, peer: str, event: api.RouteUpdate) -> None:
         # The RIB counts these drops; the log says which next hop, for the operator.
-        for ann in event.announce:
-            if self.rib.policy.next_hop_peer(ann.next_hop) is None:
+        for batch in event.batches:
+            if self.rib.next_hop_peer(peer, batch.next_hop) is None:
                 self.counters["unknown-next-hop-logged"] += 1
                 n = self.counters["unknown-next-hop-logged"]
                 if n <= 10 or n % 1000 == 0:
-                    log.warning("route %s from %s has next hop %s, which is not a tunnel peer: dropped",
-                                ann.prefix, peer, ann.next_hop)
+                    log.warning("%d route(s) (%s...) from %s have next hop %s, which is not a tunnel peer: "
+                                "dropped", len(batch.prefixes), batch.prefixes[0], peer, batch.next_hop)
 
     # --- what the edge tells us -------------------------------------------------------------
 
@@ -280,6 +280,8 @@ class NodeCore:
         return [api.teardown(peer.tunnel.session[1], api.CEASE_MAX_PREFIX)]
 
     def _export(self, change: RouteChange) -> list[str]:
+        if len(self._peers) < 2:
+            return []  # the only peer is the source of every route: nobody to export to
         prefix = change.prefix
         if prefix in self.static or prefix in self.dynamic:
             return []  # our own origination wins (module docstring)

@@ -21,12 +21,21 @@ ChangeKind = Literal["add", "change", "withdraw"]
 
 @dataclass(frozen=True, slots=True)
 class RouteChange:
-    """The best path for ``prefix`` changed: ``old`` is None for an add, ``new`` None for a withdraw."""
+    """The best path for ``key`` changed: ``old`` is None for an add, ``new`` None for a withdraw.
+
+    ``key`` is the prefix as canonical text; ``prefix`` builds the object (see ``Path``).
+    """
 
     kind: ChangeKind
-    prefix: Prefix
+    key: str
     old: Path | None
     new: Path | None
+
+    @property
+    def prefix(self) -> Prefix:
+        path = self.new if self.new is not None else self.old
+        assert path is not None  # the RIB never emits a change without a path
+        return path.prefix
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from alt_router.rib.paths import Announce, IPAddress, PeerInfo, Prefix
+from alt_router.rib.paths import Announce, Attributes, IPAddress, PeerInfo, Prefix
 from alt_router.rib.table import DualTable
 
 
@@ -82,15 +82,31 @@ class ImportPolicy:
     def accepts_prefix(self, prefix: Prefix) -> bool:
         return bool(self._accept.covering(prefix))
 
-    def next_hop_peer(self, next_hop: IPAddress) -> PeerInfo | None:
-        return self._by_address.get(_unmapped(next_hop))
+    def accepts_key(self, key: str) -> bool:
+        """``accepts_prefix`` for canonical prefix text (the bulk path: no prefix object)."""
+        return self._accept.for_key(key).best_for_key(key) is not None
 
-    def check(self, ann: Announce) -> DropReason | None:
+    def has_own_asn(self, attributes: Attributes) -> bool:
+        return self.local_asn in attributes.as_path or self.local_asn in attributes.as_set
+
+    def next_hop_peer(self, next_hop: IPAddress, session: PeerInfo | None = None) -> PeerInfo | None:
+        """The tunnel peer that owns ``next_hop``; ``session`` is the peer the route came from.
+
+        A link-local next hop (fe80::/10) names an address on the link the session runs
+        over, so it belongs to the session's peer: BIRD on a direct IPv6 session sends one
+        beside the global next hop, and ExaBGP reports the link-local one.
+        """
+        peer = self._by_address.get(_unmapped(next_hop))
+        if peer is None and session is not None and isinstance(next_hop, IPv6Address) and next_hop.is_link_local:
+            return session
+        return peer
+
+    def check(self, ann: Announce, session: PeerInfo | None = None) -> DropReason | None:
         if self.local_asn in ann.as_path or self.local_asn in ann.as_set:
             return DropReason.OWN_ASN
         if not self.accepts_prefix(ann.prefix):
             return DropReason.OUTSIDE_EID_SPACE
-        if self.next_hop_peer(ann.next_hop) is None:
+        if self.next_hop_peer(ann.next_hop, session) is None:
             return DropReason.UNKNOWN_NEXT_HOP
         return None
 

@@ -4,17 +4,23 @@ Pure: every entry point takes the clock as an argument and returns what changed
 (``RouteChange``/``PeerUp``/``PeerDown`` events, which are also published on the
 ``EventStream``, and ``TeardownPeer`` actions the edge must carry out).
 
-Staleness is mark-and-sweep with a generation per (peer, address family): a
-session restart seen without a down in between (``peer_up`` on an up peer) or
-the beginning of an enhanced route refresh (RFC 7313 BoRR) bumps the generation;
-End-of-RIB or End-of-Route-Refresh then withdraws that peer's routes of that
-family whose generation is older, i.e. those not re-announced since the mark.
+Prefixes are keyed by their canonical text (``paths.prefix_key``) throughout:
+that is what ExaBGP hands us and what pytricia takes, and it hashes once where
+an ``ip_network`` object re-hashes on every dict operation.  An UPDATE's NLRI
+arrive as ``Batch``es and the checks that depend only on the attributes and the
+next hop (own AS in the path, next hop owner) run once per batch.
+
+Staleness is mark-and-sweep per (peer, address family): a session restart seen
+without a down in between (``peer_up`` on an up peer) or the beginning of an
+enhanced route refresh (RFC 7313 BoRR) marks that peer's routes of the family
+stale; re-announcing a route unmarks it; End-of-RIB or End-of-Route-Refresh
+withdraws the routes still marked.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 
@@ -22,19 +28,20 @@ from alt_router.rib.events import Event, EventStream, PeerDown, PeerUp, RouteCha
 from alt_router.rib.paths import (
     AFI_IPV4,
     AFI_IPV6,
-    Announce,
+    Attributes,
     IPAddress,
     Path,
     PeerInfo,
     Prefix,
     Update,
-    afi_of,
+    afi_of_key,
     best_path,
 )
 from alt_router.rib.policy import DropCounters, DropReason, ImportPolicy, TeardownPeer
 from alt_router.rib.table import DualTable, TableError, as_prefix
 
 Output = Event | TeardownPeer
+AFIS = (AFI_IPV4, AFI_IPV6)
 
 
 @dataclass(slots=True)
@@ -44,9 +51,10 @@ class PeerStatus:
     since: float = 0.0
     router_id: IPv4Address | None = None
     last_down_reason: str = ""
-    generation: dict[str, int] = field(default_factory=lambda: {AFI_IPV4: 0, AFI_IPV6: 0})
-    # prefix -> (path, generation it was last announced in)
-    adj_in: dict[Prefix, tuple[Path, int]] = field(default_factory=dict)
+    # canonical prefix text -> the path this peer announced for it
+    adj_in: dict[str, Path] = field(default_factory=dict)
+    # afi -> keys learned before the last mark and not re-announced since (swept at EoR)
+    stale: dict[str, set[str]] = field(default_factory=dict)
 
 
 class Rib:
@@ -60,9 +68,12 @@ class Rib:
         self.drops = DropCounters()
         self.stats: Counter[str] = Counter()
         self._peers: dict[str, PeerStatus] = {p.name: PeerStatus(p) for p in peers}
-        self._candidates: dict[Prefix, dict[str, Path]] = {}
+        self._states = list(self._peers.values())
         self._loc: DualTable[Path] = DualTable()
         self._router_ids: dict[str, IPv4Address] = {}
+        # The forwarder's hot path goes straight to the C lookups.
+        self._get_v4 = self._loc.v4.lookup_packed
+        self._get_v6 = self._loc.v6.lookup_packed
 
     # --- peers ---------------------------------------------------------------
 
@@ -78,10 +89,16 @@ class Rib:
             addr = ip_address(address) if isinstance(address, str) else address
         except ValueError:
             return None
-        for state in self._peers.values():
+        for state in self._states:
             if addr in state.info.addresses:
                 return state.info.name
         return None
+
+    def next_hop_peer(self, peer: str, next_hop: IPAddress) -> str | None:
+        """The tunnel peer a route from ``peer`` with ``next_hop`` would forward to (None: dropped)."""
+        state = self._peers.get(peer)
+        owner = self.policy.next_hop_peer(next_hop, state.info if state is not None else None)
+        return owner.name if owner is not None else None
 
     def peer_up(self, peer: str, now: float, router_id: IPv4Address | None = None) -> list[Output]:
         state = self._peers.get(peer)
@@ -90,8 +107,8 @@ class Rib:
             return []
         # Up while already up means the session restarted without us seeing the down
         # (e.g. ExaBGP was restarted): keep the routes but mark them stale for the EoR sweep.
-        for afi in state.generation:
-            state.generation[afi] += 1
+        for afi in AFIS:
+            self._mark_stale(state, afi)
         state.up = True
         state.since = now
         if router_id is not None:
@@ -103,7 +120,10 @@ class Rib:
         state = self._peers.get(peer)
         if state is None or not state.up:
             return []
-        out: list[Output] = self._withdraw_all(state)
+        out: list[Output] = []
+        for key in list(state.adj_in):
+            self._remove(state, key, out)
+        state.stale.clear()
         state.up = False
         state.since = now
         state.last_down_reason = reason
@@ -114,51 +134,53 @@ class Rib:
 
     def apply(self, update: Update, now: float = 0.0) -> list[Output]:
         state = self._peers.get(update.peer)
-        n = len(update.announce) + len(update.withdraw)
         if state is None:
-            self.drops.add(update.peer, DropReason.UNKNOWN_PEER, n)
+            self.drops.add(update.peer, DropReason.UNKNOWN_PEER, len(update))
             return []
         if not state.up:
-            self.drops.add(update.peer, DropReason.PEER_NOT_UP, n)
+            self.drops.add(update.peer, DropReason.PEER_NOT_UP, len(update))
             return []
         self.stats["updates"] += 1
         out: list[Output] = []
-        for prefix in update.withdraw:
-            self.stats["withdrawn"] += 1
-            out.extend(self._remove(state, prefix))
-        for i, ann in enumerate(update.announce):
-            reason = self.policy.check(ann)
-            if reason is not None:
-                self.drops.add(state.info.name, reason)
-                # A refused replacement still replaces: the old path must not linger (RFC 7606 §2).
-                out.extend(self._remove(state, ann.prefix))
-                continue
-            if ann.prefix not in state.adj_in and len(state.adj_in) >= state.info.max_prefix:
-                self.drops.add(state.info.name, DropReason.MAX_PREFIX, len(update.announce) - i)
+        withdrawn = [*(str(p) for p in update.withdraw), *update.withdraw_keys]
+        self.stats["withdrawn"] += len(withdrawn)
+        for key in withdrawn:
+            self._remove(state, key, out)
+        groups: list[tuple[IPAddress, Attributes, Sequence[str]]] = [
+            (a.next_hop, a.attributes, (str(a.prefix),)) for a in update.announce
+        ]
+        groups += [(b.next_hop, b.attributes, b.prefixes) for b in update.batches]
+        for i, (next_hop, attributes, keys) in enumerate(groups):
+            done = self._announce(state, next_hop, attributes, keys, now, out)
+            if done < len(keys):
+                # max-prefix: the session is torn down; everything not yet applied is refused too.
+                refused = len(keys) - done + sum(len(g[2]) for g in groups[i + 1:])
+                self.drops.add(state.info.name, DropReason.MAX_PREFIX, refused)
                 out.extend(self._max_prefix_teardown(state, now))
-                return out
-            self.stats["accepted"] += 1
-            out.extend(self._add(state, ann, now))
+                break
         return out
 
     def end_of_rib(self, peer: str, afi: str) -> list[Output]:
         """Withdraw ``peer``'s routes of ``afi`` that were not re-announced since the last mark."""
         state = self._peers.get(peer)
-        if state is None or afi not in state.generation:
+        if state is None:
             return []
-        current = state.generation[afi]
-        stale = [p for p, (path, gen) in state.adj_in.items() if gen < current and path.afi == afi]
-        self.stats["swept"] += len(stale)
+        stale = state.stale.pop(afi, None)
+        if not stale:
+            return []
+        # In Adj-RIB-In order, so the output does not depend on set iteration order.
+        keys = [k for k in state.adj_in if k in stale]
+        self.stats["swept"] += len(keys)
         out: list[Output] = []
-        for prefix in stale:
-            out.extend(self._remove(state, prefix))
+        for key in keys:
+            self._remove(state, key, out)
         return out
 
     def refresh_begin(self, peer: str, afi: str) -> list[Output]:
         """Beginning of Route Refresh (RFC 7313 BoRR): mark the peer's routes of ``afi`` stale."""
         state = self._peers.get(peer)
-        if state is not None and afi in state.generation:
-            state.generation[afi] += 1
+        if state is not None and afi in AFIS:
+            self._mark_stale(state, afi)
         return []
 
     def refresh_end(self, peer: str, afi: str) -> list[Output]:
@@ -177,16 +199,21 @@ class Rib:
 
     def lookup_packed(self, packed: bytes) -> Path | None:
         """Best path for a raw 4- or 16-byte destination address: the forwarding fast path."""
-        return self._loc.lookup_packed(packed)
+        n = len(packed)
+        if n == 4:
+            return self._get_v4(packed)
+        if n == 16:
+            return self._get_v6(packed)
+        return None
 
     def get(self, prefix: str | Prefix) -> Path | None:
         return self._loc.get(prefix)
 
     def paths(self, prefix: str | Prefix) -> list[Path]:
         """Every accepted path for exactly ``prefix``, best first."""
-        cands = self._candidates.get(as_prefix(prefix), {})
-        best = best_path(cands.values(), self._router_ids)
-        return sorted(cands.values(), key=lambda p: p is not best)
+        cands = self._candidates(str(as_prefix(prefix)))
+        best = best_path(cands, self._router_ids)
+        return sorted(cands, key=lambda p: p is not best)
 
     def covering(self, prefix: str | Prefix) -> list[Path]:
         return [path for _, path in self._loc.covering(prefix)]
@@ -196,11 +223,11 @@ class Rib:
 
     def adj_rib_in(self, peer: str) -> dict[Prefix, Path]:
         state = self._peers.get(peer)
-        return {} if state is None else {p: path for p, (path, _) in state.adj_in.items()}
+        return {} if state is None else {path.prefix: path for path in state.adj_in.values()}
 
     def routes(self) -> Iterator[Path]:
-        for _, path in self._loc:
-            yield path
+        yield from self._loc.v4.values()
+        yield from self._loc.v6.values()
 
     def __len__(self) -> int:
         return len(self._loc)
@@ -211,36 +238,75 @@ class Rib:
         self.stream.publish(event)
         return event
 
-    def _add(self, state: PeerStatus, ann: Announce, now: float) -> list[Output]:
-        nh_peer = self.policy.next_hop_peer(ann.next_hop)
-        assert nh_peer is not None  # policy.check refused unknown next hops
-        path = Path(
-            prefix=ann.prefix, peer=state.info.name, peer_address=_session_address(state.info, ann.prefix),
-            next_hop=ann.next_hop, next_hop_peer=nh_peer.name, as_path=ann.as_path, as_set=ann.as_set,
-            origin=ann.origin, med=ann.med, communities=ann.communities, learned_at=now,
-        )
-        old = state.adj_in.get(ann.prefix)
-        state.adj_in[ann.prefix] = (path, state.generation[afi_of(ann.prefix)])
-        if old is not None and old[0] == path:
-            return []  # refreshed, not changed (the generation above is what mattered)
-        self._candidates.setdefault(ann.prefix, {})[state.info.name] = path
-        return self._reselect(ann.prefix)
+    def _mark_stale(self, state: PeerStatus, afi: str) -> None:
+        keys = {k for k in state.adj_in if afi_of_key(k) == afi}
+        if keys:
+            state.stale[afi] = keys
+        else:
+            state.stale.pop(afi, None)
 
-    def _remove(self, state: PeerStatus, prefix: Prefix) -> list[Output]:
-        if state.adj_in.pop(prefix, None) is None:
-            return []
-        cands = self._candidates.get(prefix)
-        if cands is not None:
-            cands.pop(state.info.name, None)
-            if not cands:
-                del self._candidates[prefix]
-        return self._reselect(prefix)
+    def _announce(
+        self, state: PeerStatus, next_hop: IPAddress, attributes: Attributes, keys: Sequence[str], now: float,
+        out: list[Output],
+    ) -> int:
+        """Apply one batch; returns how many of ``keys`` it got through (fewer: max-prefix hit)."""
+        info = state.info
+        name = info.name
+        policy = self.policy
+        reason: DropReason | None = None
+        if policy.has_own_asn(attributes):
+            reason = DropReason.OWN_ASN
+        owner = policy.next_hop_peer(next_hop, info) if reason is None else None
+        if reason is None and owner is None:
+            reason = DropReason.UNKNOWN_NEXT_HOP
+        if reason is not None or owner is None:
+            self.drops.add(name, reason or DropReason.UNKNOWN_NEXT_HOP, len(keys))
+            for key in keys:
+                # A refused replacement still replaces: the old path must not linger (RFC 7606 §2).
+                self._remove(state, key, out)
+            return len(keys)
+        owner_name = owner.name
+        adj = state.adj_in
+        stale = state.stale
+        accepts = policy.accepts_key
+        addresses = {a.version: a for a in reversed(info.addresses)}
+        addr4 = addresses.get(4, info.addresses[0])
+        addr6 = addresses.get(6, info.addresses[0])
+        max_prefix = info.max_prefix
+        outside = accepted = 0
+        for i, key in enumerate(keys):
+            if not accepts(key):
+                outside += 1
+                self._remove(state, key, out)
+                continue
+            old = adj.get(key)
+            if stale:
+                marked = stale.get(afi_of_key(key))
+                if marked:
+                    marked.discard(key)
+            if old is not None:
+                if (old.next_hop == next_hop and old.attributes == attributes
+                        and old.next_hop_peer == owner_name):
+                    accepted += 1
+                    continue  # refreshed, not changed
+            elif len(adj) >= max_prefix:
+                self._count(name, outside, accepted)
+                return i
+            accepted += 1
+            adj[key] = Path.from_key(key, name, addr6 if ":" in key else addr4, next_hop, owner_name,
+                                     attributes, now)
+            self._reselect(key, out)
+        self._count(name, outside, accepted)
+        return len(keys)
 
-    def _withdraw_all(self, state: PeerStatus) -> list[Output]:
-        out: list[Output] = []
-        for prefix in list(state.adj_in):
-            out.extend(self._remove(state, prefix))
-        return out
+    def _count(self, peer: str, outside: int, accepted: int) -> None:
+        if outside:
+            self.drops.add(peer, DropReason.OUTSIDE_EID_SPACE, outside)
+        self.stats["accepted"] += accepted
+
+    def _remove(self, state: PeerStatus, key: str, out: list[Output]) -> None:
+        if state.adj_in.pop(key, None) is not None:
+            self._reselect(key, out)
 
     def _max_prefix_teardown(self, state: PeerStatus, now: float) -> list[Output]:
         reason = f"max-prefix {state.info.max_prefix} exceeded"
@@ -248,29 +314,27 @@ class Rib:
         out.append(TeardownPeer(state.info.name, reason))
         return out
 
-    def _reselect(self, prefix: Prefix) -> list[Output]:
-        old = self._loc.get(prefix)
-        cands = self._candidates.get(prefix)
-        new = best_path(cands.values(), self._router_ids) if cands else None
+    def _candidates(self, key: str) -> list[Path]:
+        return [p for p in (s.adj_in.get(key) for s in self._states) if p is not None]
+
+    def _reselect(self, key: str, out: list[Output]) -> None:
+        table = self._loc.for_key(key)
+        found = table.best_for_key(key)
+        old = found if found is not None and found.key == key else None
+        cands = self._candidates(key)
+        new = cands[0] if len(cands) == 1 else best_path(cands, self._router_ids)
         if new is None:
-            if old is None:
-                return []
-            self._loc.delete(prefix)
-            return [self._publish(RouteChange("withdraw", prefix, old, None))]
+            if old is not None:
+                table.delete_key(key)
+                out.append(self._publish(RouteChange("withdraw", key, old, None)))
+            return
         if old is None:
-            self._loc.insert(prefix, new)
-            return [self._publish(RouteChange("add", prefix, None, new))]
-        if old == new and old.learned_at == new.learned_at:
-            return []
-        self._loc.insert(prefix, new)
-        if old == new:
-            return []  # same route re-learned: keep the table fresh but tell nobody
-        return [self._publish(RouteChange("change", prefix, old, new))]
-
-
-def _session_address(info: PeerInfo, prefix: Prefix) -> IPAddress:
-    # The tie-breaker compares peers by the address of the family in question when the peer has one.
-    for addr in info.addresses:
-        if addr.version == prefix.version:
-            return addr
-    return info.addresses[0]
+            table.set_key(key, new)
+            out.append(self._publish(RouteChange("add", key, None, new)))
+            return
+        if old is new:
+            return
+        table.set_key(key, new)
+        if old != new:
+            out.append(self._publish(RouteChange("change", key, old, new)))
+        # else: the same route re-learned: keep the table fresh but tell nobody

@@ -95,6 +95,24 @@ class LpmTable(Generic[V]):
         except TableError:
             return False
 
+    # --- by canonical key: the RIB's bulk path, which has validated the text already ---------
+
+    def set_key(self, key: str, value: V) -> None:
+        """Insert or replace ``key``, which must be canonical prefix text of this family."""
+        self._tree[key] = value
+
+    def delete_key(self, key: str) -> None:
+        """Remove ``key``, which must be present."""
+        del self._tree[key]
+
+    def best_for_key(self, key: str) -> V | None:
+        """The value of ``key`` itself or else of the longest prefix covering it (None if neither).
+
+        One C call where an exact get takes two (``has_key`` then the item).
+        """
+        value: V | None = self._tree.get(key)
+        return value
+
     def lookup(self, address: str | IPAddress) -> tuple[Prefix, V] | None:
         """The longest prefix covering ``address``, with its value."""
         key = self._tree.get_key(self._addr(address))
@@ -155,6 +173,12 @@ class LpmTable(Generic[V]):
         for key in list(tree):
             yield ip_network(key), tree[key]
 
+    def values(self) -> Iterator[V]:
+        """Every value, without building a prefix object per entry."""
+        tree = self._tree
+        for key in list(tree):
+            yield tree[key]
+
 
 class DualTable(Generic[V]):
     """An IPv4 and an IPv6 LpmTable behind one interface that dispatches on the address family."""
@@ -164,6 +188,10 @@ class DualTable(Generic[V]):
     def __init__(self) -> None:
         self.v4: LpmTable[V] = LpmTable(4)
         self.v6: LpmTable[V] = LpmTable(6)
+
+    def for_key(self, key: str) -> LpmTable[V]:
+        """The table for canonical prefix text ``key``."""
+        return self.v6 if ":" in key else self.v4
 
     def _for_prefix(self, prefix: str | Prefix) -> tuple[LpmTable[V], Prefix]:
         p = as_prefix(prefix)

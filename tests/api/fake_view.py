@@ -50,7 +50,7 @@ class FakeNodeView:
                 "started_at": 900.0, "uptime": self.now - 900.0, "roles": ["alt", "map-server"]}
 
     def peers(self) -> list[JsonDict]:
-        return peer_dicts(self.rib, self.now)
+        return peer_dicts(self.rib, self.now, count_best=True)
 
     def tunnels(self) -> list[JsonDict]:
         return [

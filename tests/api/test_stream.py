@@ -5,20 +5,23 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
 from alt_router.api.client import ApiClient, SseEvent, parse_sse
 from tests.api.conftest import LiveServer, wait_for
 
+READ_TIMEOUT = 10.0
 
-def open_stream(live: LiveServer, query: str = "", headers: dict[str, str] | None = None) -> Iterator[SseEvent]:
+
+def open_stream(live: LiveServer, query: str = "", headers: dict[str, str] | None = None
+                ) -> Generator[SseEvent, None, None]:
     req = urllib.request.Request(live.url + "/v1/stream" + query, headers=headers or {})
-    resp = urllib.request.urlopen(req, timeout=10)
+    resp = urllib.request.urlopen(req, timeout=READ_TIMEOUT)
     assert resp.headers["Content-Type"] == "text/event-stream"
 
-    def events() -> Iterator[SseEvent]:
+    def events() -> Generator[SseEvent, None, None]:
         try:
             yield from parse_sse(raw.decode() for raw in resp)
         finally:
@@ -30,8 +33,8 @@ def open_stream(live: LiveServer, query: str = "", headers: dict[str, str] | Non
 def flap(live: LiveServer, n: int) -> None:
     """n route events: 153.16.0.0/16 from peer b, alternately learned and withdrawn."""
     def job() -> None:
-        for i in range(n):
-            if i % 2 == 0:
+        for _ in range(n):
+            if live.view.rib.get("153.16.0.0/16") is None:
                 live.view.learn("b", "153.16.0.0/16")
             else:
                 live.view.unlearn("b", "153.16.0.0/16")
@@ -47,7 +50,7 @@ def ids(events: list[SseEvent]) -> list[int]:
 
 
 def test_stream_delivers_peer_and_route_events(live: LiveServer) -> None:
-    stream = ApiClient(live.url).stream()
+    stream = ApiClient(live.url).stream(read_timeout=READ_TIMEOUT)
     live.call(live.view.up, "b")
     live.call(live.view.learn, "b", "153.16.0.0/16")
     live.call(live.view.unlearn, "b", "153.16.0.0/16")
@@ -71,14 +74,14 @@ def test_a_new_client_without_a_seq_gets_only_new_events(live: LiveServer) -> No
 def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(live: LiveServer) -> None:
     live.call(live.view.up, "b")
     client = ApiClient(live.url)
-    stream = client.stream(since=0)
+    stream = client.stream(since=0, read_timeout=READ_TIMEOUT)
     first = take(stream, 1)
     flap(live, 3)
     seen = first + take(stream, 3)
     assert ids(seen) == [1, 2, 3, 4]
     stream.close()
     flap(live, 5)  # missed while disconnected
-    stream = client.stream(since=int(seen[-1].id or 0))
+    stream = client.stream(since=int(seen[-1].id or 0), read_timeout=READ_TIMEOUT)
     flap(live, 1)
     assert ids(take(stream, 6)) == [5, 6, 7, 8, 9, 10]
     stream.close()
@@ -142,7 +145,8 @@ def test_overflowing_client_gets_a_gap_and_is_closed(make_live: Callable[..., Li
     again.close()
 
 
-def test_slow_client_is_dropped_while_a_fast_one_keeps_receiving(make_live: Callable[..., LiveServer]) -> None:
+def test_slow_client_is_dropped_while_a_fast_one_keeps_receiving(make_live: Callable[..., LiveServer]
+                                                                 ) -> None:
     queue_size = 50
     live = make_live(queue_size=queue_size)
     live.call(live.view.up, "b")
@@ -159,12 +163,15 @@ def test_slow_client_is_dropped_while_a_fast_one_keeps_receiving(make_live: Call
 
     def fast() -> None:
         try:
-            for event in ApiClient(live.url).stream(since=1):
+            for event in ApiClient(live.url).stream(since=1, read_timeout=READ_TIMEOUT):
                 received.append(int(event.id or -1))
                 if event.event != "route":
                     return
         except BaseException as exc:
             fast_error.append(exc)
+
+    def caught_up(n: int) -> None:
+        wait_for(lambda: len(received) >= n or bool(fast_error), what="the fast client")
 
     thread = threading.Thread(target=fast, daemon=True)
     thread.start()
@@ -172,20 +179,23 @@ def test_slow_client_is_dropped_while_a_fast_one_keeps_receiving(make_live: Call
         wait_for(lambda: hub.stats()["clients"] == 2, what="both clients to subscribe")
         published = 0
         while hub.dropped == 0:
-            assert published < 200_000, "the slow client was never dropped"
+            assert published < 20_000, "the slow client was never dropped"
             flap(live, queue_size // 2)
             published += queue_size // 2
-            wait_for(lambda: len(received) >= published or bool(fast_error), what="the fast client")
+            caught_up(published)
+        # Queue (50) + capped socket buffers (~1,000 events measured); uncapped Linux
+        # buffers took ~10,000 events (4+ MB) before the server noticed.
+        assert published < 4000
         assert hub.dropped == 1 and hub.max_depth <= queue_size
         wait_for(lambda: hub.stats()["clients"] == 1, what="the slow client to be released")
         flap(live, 10)
         published += 10
-        wait_for(lambda: len(received) >= published or bool(fast_error), what="the fast client")
+        caught_up(published)
         assert not fast_error
         assert received == list(range(2, published + 2))  # every event, in order, no gap
         # The slow client's connection was closed by the server, not left hanging.
         slow.settimeout(10)
-        with pytest.raises((ConnectionResetError, EOFError)):  # noqa: PT012 - drain until the end
+        with pytest.raises((ConnectionResetError, EOFError)):
             while slow.recv(1 << 20):
                 pass
             raise EOFError

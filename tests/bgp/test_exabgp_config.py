@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from alt_router.bgp.exabgp_config import ExabgpConfigError, next_hop_for, render_exabgp_config
+from alt_router.bgp.exabgp_config import (
+    ExabgpConfigError,
+    exabgp_stop_grace,
+    next_hop_for,
+    render_exabgp_config,
+)
 from alt_router.node.config import NodeConfig, load_config, parse_config
 from tests.conftest import require_tool
 
@@ -103,3 +108,25 @@ def test_exabgp_validator_catches_a_broken_rendering(tmp_path: Path) -> None:
     proc = subprocess.run([exabgp, "validate", str(conf)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode != 0
+
+
+def test_every_neighbor_listens_on_its_local_address() -> None:
+    # ExaBGP only connects out by default: two alt-router nodes would never establish.
+    text = render_exabgp_config(node_a(), RUN)
+    blocks = text.split("\nneighbor ")[1:]
+    assert blocks and all("\n    listen 179;\n" in b for b in blocks)
+    assert text.count("listen 179;") == len(node_a().peers)
+
+
+def test_stop_grace_grows_with_the_table_within_bounds() -> None:
+    assert exabgp_stop_grace(0) == 5.0
+    assert exabgp_stop_grace(-1) == 5.0
+    assert exabgp_stop_grace(1_000_000) == pytest.approx(25.0)
+    assert exabgp_stop_grace(1_000_000) > exabgp_stop_grace(100_000) > exabgp_stop_grace(0)
+    assert exabgp_stop_grace(10**9) == 120.0
+
+
+def test_exabgp_keeps_no_adj_rib_in_of_its_own() -> None:
+    # The daemon's RIB is the Adj-RIB-In; ExaBGP's default copy doubled the memory of a full table.
+    text = render_exabgp_config(node_a(), RUN)
+    assert text.count("    adj-rib-in false;\n") == len(node_a().peers)

@@ -1,0 +1,543 @@
+"""Building, watching and removing an ALT lab that outlives the command that built it (edge).
+
+``up`` builds the namespaces (``Lab``), writes each node's config, starts the
+processes detached (their own sessions, logs in the state dir) and records
+everything in ``STATE_ROOT/NAME/state.json`` so ``status`` and ``down`` work
+from any other process, after a crash of ``up`` included: the namespaces'
+``ar-NAME-`` prefix finds what the state file does not know about.
+
+State directory ``/run/alt-router/lab/NAME``::
+
+    state.json        what was built: hosts, nodes, processes (pid + start time), phase
+    nodes/HOST/       node config (HOST.toml) and its [node].state_dir (control.sock, exabgp.log ...)
+    frr-HOST/         FRR's run directory (owned by the frr user)
+    logs/HOST-NAME.log  one per process; kept by ``down`` for the post-mortem
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from alt_router.lab import lab as lab_module
+from alt_router.lab import netns as nl
+from alt_router.lab.alt import AltTopology
+from alt_router.lab.lab import Lab
+from alt_router.lab.processes import LabError, spawn_in_netns
+from alt_router.lab.topology import netns_name
+from alt_router.node.daemon import query
+
+STATE_ROOT = Path("/run/alt-router/lab")
+STATE_FILE = "state.json"
+FRR_DIR = Path("/usr/lib/frr")
+FRR_USER = "frr"
+POLL_INTERVAL = 0.5
+
+
+@dataclass(slots=True)
+class ProcRecord:
+    host: str
+    name: str
+    pid: int
+    start: int  # /proc start time: a recycled pid is not our process
+    log: str
+    argv: list[str]
+
+
+@dataclass(slots=True)
+class LabState:
+    name: str
+    source: str
+    phase: str  # building | up | converged | failed
+    started: float
+    netns: list[str]
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    processes: list[ProcRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LabState:
+        data = json.loads(text)
+        procs = [ProcRecord(**p) for p in data.pop("processes", [])]
+        return cls(**data, processes=procs)
+
+
+class LabDir:
+    """The state directory of lab ``name`` under ``root``."""
+
+    def __init__(self, name: str, root: Path = STATE_ROOT) -> None:
+        self.name = name
+        self.path = root / name
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def node_dir(self, host: str) -> Path:
+        return self.path / "nodes" / host
+
+    def node_state(self, host: str) -> Path:
+        return self.node_dir(host) / "state"
+
+    def node_config(self, host: str) -> Path:
+        return self.node_dir(host) / f"{host}.toml"
+
+    def frr_dir(self, host: str) -> Path:
+        return self.path / f"frr-{host}"
+
+    def load(self) -> LabState | None:
+        try:
+            return LabState.from_json(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(
+                f"{self.state_file} is damaged ({exc}); `alt-router lab down {self.name}` "
+                "removes the lab anyway"
+            ) from exc
+
+    def save(self, state: LabState) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(state.to_json())
+        os.replace(tmp, self.state_file)
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+def proc_start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def alive(rec: ProcRecord) -> bool:
+    return proc_start_time(rec.pid) == rec.start
+
+
+def _spawn(ld: LabDir, state: LabState, host: str, name: str, argv: list[str]) -> ProcRecord:
+    log_path = ld.logs / f"{host}-{name}.log"
+    handle = spawn_in_netns(netns_name(ld.name, host), host, argv, name=name, log_path=log_path)
+    # The handle's Popen is dropped: the process belongs to the lab now, not to this command.
+    start = proc_start_time(handle.pid) or 0
+    rec = ProcRecord(host, name, handle.pid, start, str(log_path), list(argv))
+    state.processes.append(rec)
+    ld.save(state)
+    return rec
+
+
+def stop_processes(records: list[ProcRecord], grace: float = 8.0) -> None:
+    """SIGTERM every live recorded process group, then SIGKILL what is left after ``grace`` seconds."""
+    live = [r for r in records if alive(r)]
+    for rec in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while live and time.monotonic() < deadline:
+        for rec in live:
+            # Our own children must be reaped or they stay zombies that look alive.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(rec.pid, os.WNOHANG)
+        live = [r for r in live if alive(r)]
+        time.sleep(0.05)
+    for rec in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, signal.SIGKILL)
+
+
+# --- leftovers --------------------------------------------------------------------------------------------
+
+
+def leftovers(name: str, root: Path = STATE_ROOT) -> list[str]:
+    """What an earlier run of lab ``name`` left behind, one description per item."""
+    ld = LabDir(name, root)
+    found = [f"namespace {n}" for n in nl.stale_netns(name)]
+    try:
+        state = ld.load()
+    except LabError:
+        state = None
+        found.append(f"damaged state file {ld.state_file}")
+    if state is not None:
+        found.append(f"state file {ld.state_file} (phase {state.phase})")
+        found += [f"{p.name} on {p.host} (pid {p.pid})" for p in state.processes if alive(p)]
+    return found
+
+
+def down(name: str, root: Path = STATE_ROOT, *, out: TextIO | None = None) -> list[str]:
+    """Remove lab ``name``: processes, namespaces (and with them every link and tunnel), state. Idempotent.
+
+    Returns what was removed; logs stay in STATE_ROOT/NAME/logs.
+    """
+    ld = LabDir(name, root)
+    removed: list[str] = []
+    try:
+        state = ld.load()
+    except LabError:
+        state = None
+    if state is not None:
+        live = [p for p in state.processes if alive(p)]
+        # Nodes first and together: each stops its ExaBGP (Cease to every peer) and removes its tunnels.
+        stop_processes(live)
+        removed += [f"{p.name} on {p.host}" for p in live]
+    removed += [f"namespace {n}" for n in nl.remove_lab(name)]
+    if ld.path.exists():
+        gone = [child for child in ld.path.iterdir() if child.name != "logs"]
+        for child in gone:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if gone:
+            removed.append(f"state in {ld.path}")
+    if out is not None:
+        if removed:
+            out.write(f"lab {name}: removed " + ", ".join(removed) + "\n")
+            if ld.logs.exists():
+                out.write(f"lab {name}: logs kept in {ld.logs}\n")
+        else:
+            out.write(f"lab {name}: nothing to remove\n")
+    return removed
+
+
+# --- up ---------------------------------------------------------------------------------------------------
+
+
+def _frr_rundir(path: Path) -> Path:
+    # bgpd drops to the frr user before it creates its vty socket.
+    path.mkdir(parents=True, exist_ok=True)
+    entry = pwd.getpwnam(FRR_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o755)
+    return path
+
+
+def _detach(lab: Lab) -> None:
+    """Keep ``lab`` built after this process exits (its atexit/SIGTERM hooks would tear it down)."""
+    lab_module._unregister(lab)
+    lab._built = False
+
+
+def up(
+    alt: AltTopology,
+    *,
+    root: Path = STATE_ROOT,
+    source: str = "",
+    out: TextIO,
+    timeout: float = 60.0,
+    etr_timeout: float = 20.0,
+) -> tuple[LabDir, bool]:
+    """Build ``alt`` and wait for BGP to converge; returns (state dir, converged).
+
+    Leftovers of an earlier run are removed first (and said so).  If building
+    fails or is interrupted, everything built so far is removed again.
+    """
+    name = alt.name
+    ld = LabDir(name, root)
+    old = leftovers(name, root)
+    if old:
+        out.write(f"lab {name}: removing leftovers of an earlier run first: {', '.join(old)}\n")
+        down(name, root)
+    shutil.rmtree(ld.logs, ignore_errors=True)
+    ld.path.mkdir(parents=True, exist_ok=True)
+    ld.path.chmod(0o755)
+    state = LabState(name, source, "building", time.time(), list(alt.topology.all_netns()))
+    ld.save(state)
+    try:
+        _build(alt, ld, state, out)
+        converged = wait_converged(alt, ld, state, out, timeout)
+        state.phase = "converged" if converged else "up"
+        ld.save(state)
+        if converged and alt.etrs:
+            _start_etrs(alt, ld, state, out, etr_timeout)
+    except BaseException:
+        out.write(f"lab {name}: build failed; removing what was built\n")
+        _tail_logs(ld, state, out)
+        down(name, root)
+        raise
+    return ld, converged
+
+
+def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
+    topo = alt.topology
+    out.write(
+        f"lab {alt.name}: {len(topo.hosts)} hosts, {len(topo.links)} links, {len(topo.segments)} "
+        f"segments, {len(alt.nodes)} ALT nodes, {len(alt.tunnels)} GRE tunnels\n"
+    )
+    lab = Lab(topo, workdir=ld.logs, start_processes=False)
+    lab.build()
+    _detach(lab)
+    for proc in topo.processes:
+        _spawn(ld, state, proc.host, proc.name, list(proc.argv))
+    for router in alt.routers:
+        for ends in alt.tunnels_of(router.host):
+            _spawn(ld, state, router.host, f"tunnel-{ends.remote}", alt.tunnel_argv(ends))
+    for node in alt.nodes:
+        ld.node_dir(node.host).mkdir(parents=True, exist_ok=True)
+        config = ld.node_config(node.host)
+        config.write_text(alt.node_config(node.host, ld.node_state(node.host)))
+        config.chmod(0o600)  # site keys and MD5 passwords
+        state.nodes[node.host] = {
+            "config": str(config),
+            "state_dir": str(ld.node_state(node.host)),
+            "roles": list(node.roles),
+            "expected": sorted(alt.expected_routes(node.host)),
+        }
+        _spawn(
+            ld,
+            state,
+            node.host,
+            "alt-router",
+            [sys.executable, "-m", "alt_router.cli", "run", "-c", str(config)],
+        )
+        out.write(
+            f"  {node.host:<10} alt-router node AS {node.asn} ({', '.join(node.roles)}), "
+            f"{len(alt.tunnels_of(node.host))} GRE tunnel(s)\n"
+        )
+    for router in alt.routers:
+        _start_frr(alt, ld, state, router.host)
+        out.write(f"  {router.host:<10} FRR bgpd AS {router.asn}\n")
+    state.phase = "up"
+    ld.save(state)
+
+
+def _start_frr(alt: AltTopology, ld: LabDir, state: LabState, host: str) -> None:
+    rundir = _frr_rundir(ld.frr_dir(host))
+    entry = pwd.getpwnam(FRR_USER)
+    conf = rundir / "bgpd.conf"
+    conf.write_text(alt.frr_config(host))
+    os.chown(conf, entry.pw_uid, entry.pw_gid)
+    argv = [
+        str(FRR_DIR / "bgpd"),
+        "-f",
+        str(conf),
+        "-i",
+        str(rundir / "bgpd.pid"),
+        "-Z",
+        "--vty_socket",
+        str(rundir),
+        "-P",
+        "0",
+        "--log",
+        "stdout",
+    ]
+    _spawn(ld, state, host, "bgpd", argv)
+    state.nodes[host] = {"frr": str(rundir), "roles": ["frr"]}
+    ld.save(state)
+
+
+def _start_etrs(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO, timeout: float) -> None:
+    recs = {}
+    for etr in alt.etrs:
+        recs[etr.host] = _spawn(ld, state, etr.host, "etr", alt.etr_argv(etr))
+        state.nodes.setdefault(etr.host, {"roles": ["etr"]})
+    ld.save(state)
+    deadline = time.monotonic() + timeout
+    pending = {e.host: e for e in alt.etrs}
+    while pending and time.monotonic() < deadline:
+        for host, etr in list(pending.items()):
+            rec = recs[host]
+            text = Path(rec.log).read_text(errors="replace") if Path(rec.log).exists() else ""
+            if "registered with Map-Server" in text:
+                eids = ", ".join(str(e) for e in etr.eids)
+                out.write(f"  {host:<10} ETR registered {eids} with the Map-Server on {etr.map_server}\n")
+                del pending[host]
+            elif not alive(rec):
+                out.write(f"  {host:<10} ETR exited:\n{_tail(Path(rec.log))}\n")
+                del pending[host]
+        time.sleep(0.2)
+    for host, etr in pending.items():
+        out.write(
+            f"  {host:<10} ETR: no Map-Notify from the Map-Server on {etr.map_server} within "
+            f"{timeout:g} s (is the Map-Server role running? see {ld.node_state(etr.map_server)})\n"
+        )
+
+
+# --- convergence ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """One node's answer to ``status``, boiled down to what convergence needs."""
+
+    host: str
+    reachable: bool
+    peers_up: int
+    peers: int
+    routes: frozenset[str]
+    error: str = ""
+
+    def missing(self, expected: set[str]) -> set[str]:
+        return expected - self.routes
+
+    def converged(self, expected: set[str]) -> bool:
+        return self.reachable and self.peers_up == self.peers and not self.missing(expected)
+
+
+def node_view(host: str, state_dir: Path, timeout: float = 2.0) -> NodeView:
+    try:
+        answer = query(state_dir, {"cmd": "status"}, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        return NodeView(host, False, 0, 0, frozenset(), f"control socket: {exc}")
+    peers = answer.get("peers", {})
+    up = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("up"))
+    return NodeView(host, True, up, len(peers), frozenset(answer.get("routes", {})))
+
+
+def wait_converged(
+    alt: AltTopology,
+    ld: LabDir,
+    state: LabState,
+    out: TextIO,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Poll every node's control socket until it has every peer up and every expected route."""
+    start = clock()
+    out.write(f"lab {alt.name}: waiting for BGP to converge (at most {timeout:g} s)\n")
+    pending = {n.host: alt.expected_routes(n.host) for n in alt.nodes}
+    views: dict[str, NodeView] = {}
+    procs = {p.host: p for p in state.processes if p.name == "alt-router"}
+    while pending:
+        for host, expected in list(pending.items()):
+            view = node_view(host, ld.node_state(host))
+            views[host] = view
+            if view.converged(expected):
+                out.write(
+                    f"  {host:<10} converged after {clock() - start:4.1f} s: {view.peers_up}/{view.peers} "
+                    f"peers up, {len(view.routes)} routes\n"
+                )
+                out.flush()
+                del pending[host]
+            elif host in procs and not alive(procs[host]):
+                out.write(f"  {host:<10} alt-router exited:\n{_tail(Path(procs[host].log))}\n")
+                return False
+        if not pending:
+            break
+        if clock() - start > timeout:
+            for host, expected in pending.items():
+                v = views[host]
+                why = v.error or (
+                    f"{v.peers_up}/{v.peers} peers up, missing "
+                    f"{', '.join(sorted(v.missing(expected))) or 'nothing'}"
+                )
+                out.write(f"  {host:<10} NOT converged after {timeout:g} s: {why}\n")
+            return False
+        time.sleep(POLL_INTERVAL)
+    out.write(f"lab {alt.name}: the ALT converged in {clock() - start:.1f} s\n")
+    return True
+
+
+# --- status -----------------------------------------------------------------------------------------------
+
+
+def status_lines(name: str, root: Path = STATE_ROOT) -> tuple[list[str], int]:
+    """A report on lab ``name`` and an exit status: 0 running and converged, 1 degraded, 3 not there."""
+    ld = LabDir(name, root)
+    try:
+        state = ld.load()
+    except LabError as exc:
+        return [str(exc)], 1
+    present = set(nl.stale_netns(name))
+    if state is None:
+        if present:
+            return [
+                f"lab {name}: no state file, but namespaces are left from a run that crashed or was "
+                f"killed: {', '.join(sorted(present))}",
+                f"  `alt-router lab down {name}` removes them",
+            ], 1
+        return [f"lab {name}: not running"], 3
+    lines = [
+        f"lab {name}: phase {state.phase}, started {time.strftime('%H:%M:%S', time.localtime(state.started))}"
+        f" from {state.source or '?'}",
+        f"  state {ld.path}, logs {ld.logs}",
+    ]
+    status = 0 if state.phase == "converged" else 1
+    missing_ns = [n for n in state.netns if n not in present]
+    if missing_ns:
+        lines.append(
+            f"  namespaces missing: {', '.join(missing_ns)} (half-built or partly removed lab; "
+            f"`alt-router lab down {name}` cleans up)"
+        )
+        status = 1
+    for rec in state.processes:
+        running = alive(rec)
+        text = f"  {rec.host:<10} {rec.name:<14} pid {rec.pid:<7} {'running' if running else 'NOT running'}"
+        info = state.nodes.get(rec.host, {})
+        if rec.name == "alt-router" and running:
+            view = node_view(rec.host, Path(info["state_dir"]))
+            expected = set(info.get("expected", []))
+            if view.reachable:
+                miss = view.missing(expected)
+                text += f"  {view.peers_up}/{view.peers} peers up, {len(view.routes)} routes" + (
+                    f", missing {', '.join(sorted(miss))}" if miss else ", all expected present"
+                )
+                if not view.converged(expected):
+                    status = 1
+            else:
+                text += f"  ({view.error})"
+                status = 1
+            text += f"  [{', '.join(info.get('roles', []))}]"
+        if not running:
+            status = 1
+            text += f"  (log {rec.log})"
+        lines.append(text)
+    return lines, status
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"    ({path}: no log)"
+    return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
+
+
+def _tail_logs(ld: LabDir, state: LabState, out: TextIO) -> None:
+    for rec in state.processes:
+        if not alive(rec):
+            out.write(f"--- {rec.log} ---\n{_tail(Path(rec.log))}\n")
+
+
+@contextlib.contextmanager
+def torn_down_on_exit(name: str, root: Path, out: TextIO) -> Iterator[None]:
+    """Remove lab ``name`` when the block ends: normally, on an exception, on Ctrl-C or on SIGTERM."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        # A second Ctrl-C during the teardown must not leave half a lab behind.
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            down(name, root, out=out)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,435 @@
+"""The node's mapping roles at the asyncio edge: UDP 4342, the ALT forwarder hook, ICMP, timers.
+
+Every ALT node forwards ALT datagrams: ``NodeMapping.hook`` is the userspace GRE
+engine's inner-packet hook, so a Map-Request arriving over one tunnel is
+decapsulated, routed on the ALT RIB and re-encapsulated into the next tunnel in
+one pass.  On top of that a node may run the Map-Resolver, the Map-Server and
+an ETR (``[map_resolver]``, ``[map_server]``, ``[etr]``); they share one UDP
+socket per address family on port 4342 and the message type says which role
+gets a datagram:
+
+    ECM with the E bit         -> ETR (else the Map-Resolver)
+    ECM                        -> Map-Resolver (else the ETR)
+    Map-Register               -> Map-Server
+    Map-Request, Map-Notify    -> ETR
+
+Anything else, or a message for a role the node does not run, is a counted
+drop.  The cores' actions are carried out here (docs/mapping.md): ``SendAlt``
+goes through ``AltForwarder.originate`` and then into the tunnel it picks (or
+to the Map-Server when the EID is ours), ``SendIp`` out of a raw socket over
+the underlay, ``Announce``/``Withdraw`` into BGP and the forwarder's local
+prefixes.  The ICMP errors the forwarder queues are sent after each batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, Final, Protocol
+
+from alt_router.alt.forwarder import AltForwarder
+from alt_router.gre.config import TunnelConfig
+from alt_router.gre.dataplane import Drop, Forward, Local, Verdict
+from alt_router.lisp import LISP_CONTROL_PORT
+from alt_router.mapping.actions import Action, Announce, IPAddress, Prefix, SendAlt, SendIp, SendUdp, Withdraw
+from alt_router.mapping.etr import Etr
+from alt_router.mapping.map_resolver import MapResolver
+from alt_router.mapping.map_server import MapServer
+from alt_router.node.config import NodeConfig
+from alt_router.rib import Rib
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE: Final = 65535
+BATCH: Final = 64
+# LISP message types (RFC 9301 §5.1), the first four bits of the UDP payload.
+MAP_REQUEST: Final = 1
+MAP_REGISTER: Final = 3
+MAP_NOTIFY: Final = 4
+ECM: Final = 8
+_ECM_E_BIT: Final = 0x02  # RFC 9301 §5.8: "to ETR", set by a Map-Server
+
+EDGE_COUNTERS: Final = (
+    "received", "sent", "send-error", "malformed", "no-role", "to-mr", "to-ms", "to-etr",
+    "alt-sent", "alt-local", "alt-dropped", "icmp-sent", "icmp-send-error",
+)
+
+
+class TunnelSender(Protocol):
+    """What the edge needs from the GRE data path: ``alt_router.gre.userspace.Engine`` is one."""
+
+    def send(self, tunnel_name: str, inner_packet: bytes) -> None: ...
+
+
+def router_addresses(config: NodeConfig) -> tuple[IPv4Address | None, IPv6Address | None]:
+    """The addresses ICMP errors come from: the node's first tunnel (inner) address of each family.
+
+    A traceroute shows a router by an interface address; a tunnel address names
+    the node uniquely within the ALT, which the router-id alone cannot do for IPv6.
+    """
+    v4 = next((p.tunnel.local_ipv4.ip for p in config.peers if p.tunnel.local_ipv4 is not None),
+              config.node.router_id)
+    v6 = next((p.tunnel.local_ipv6.ip for p in config.peers if p.tunnel.local_ipv6 is not None), None)
+    return v4, v6
+
+
+def role_for(data: bytes, *, mr: bool, ms: bool, etr: bool) -> str | None:
+    """Which role gets a datagram received on port 4342: "mr", "ms", "etr" or None."""
+    kind = data[0] >> 4
+    if kind == ECM:
+        if len(data) < 4:
+            return None
+        to_etr = bool(data[0] & _ECM_E_BIT)
+        if to_etr and etr:
+            return "etr"
+        if mr:
+            return "mr"
+        return "etr" if etr else None
+    if kind == MAP_REGISTER:
+        return "ms" if ms else None
+    if kind in (MAP_REQUEST, MAP_NOTIFY):
+        return "etr" if etr else None
+    return None
+
+
+def _family(addr: IPAddress) -> int:
+    return addr.version
+
+
+class NodeMapping:
+    """The ALT forwarder and the node's mapping roles; ``start``/``stop`` inside the node's loop.
+
+    ``tunnels`` maps peer name to tunnel name.  ``announce``/``withdraw``
+    originate a prefix in BGP (``Node.announce``/``Node.withdraw``).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        rib: Rib,
+        tunnels: Mapping[str, str],
+        *,
+        announce: Callable[[Prefix], object],
+        withdraw: Callable[[Prefix], object],
+        port: int = LISP_CONTROL_PORT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.port = port
+        self.clock = clock
+        self._announce = announce
+        self._withdraw = withdraw
+        v4, v6 = router_addresses(config)
+        self.forwarder = AltForwarder.for_rib(
+            rib, tunnels, local_callback=self._on_local, router_v4=v4, router_v6=v6
+        )
+        self._fw_hook = self.forwarder.hook
+        self.mr: MapResolver | None = None
+        self.ms: MapServer | None = None
+        self.etr: Etr | None = None
+        if config.map_resolver.enabled:
+            self.mr = MapResolver(
+                self.forwarder, lambda: (p.prefix for p in rib.routes()),
+                rate=config.map_resolver.rate_limit, burst=config.map_resolver.rate_burst, port=port,
+            )
+        if config.map_server.enabled:
+            self.ms = MapServer(config.map_server.sites, port=port)
+        if config.etr.enabled:
+            self.etr = Etr(
+                config.etr.mappings, config.etr.map_servers, register_interval=config.etr.register_interval,
+                proxy_reply=config.etr.proxy_reply, port=port,
+            )
+        self.counters: Counter[str] = Counter(dict.fromkeys(EDGE_COUNTERS, 0))
+        self.tunnel_sender: TunnelSender | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: dict[int, socket.socket] = {}
+        self._raw: dict[int, socket.socket | None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._icmp_pending = False
+
+    @property
+    def roles(self) -> list[str]:
+        return [name for name, role in (("map-resolver", self.mr), ("map-server", self.ms), ("etr", self.etr))
+                if role is not None]
+
+    def site_prefixes(self) -> set[Prefix]:
+        """The Map-Server site prefixes announced only while registered."""
+        if self.ms is None:
+            return set()
+        return {p for site in self.ms.sites.values() if not site.always_announce for p in site.prefixes}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop, tunnel_sender: TunnelSender | None) -> None:
+        """Open the role sockets (if any role runs), announce ``always_announce`` sites, arm timers."""
+        self._loop = loop
+        self.tunnel_sender = tunnel_sender
+        if tunnel_sender is None and self.config.peers:
+            log.warning("ALT datagrams are not forwarded by this process: the tunnels are not userspace "
+                        "(see docs/mapping.md, kernel GRE mode)")
+        if self.roles:
+            self._open_sockets()
+            log.info("mapping roles %s listening on UDP %d (%s)", ", ".join(self.roles), self.port,
+                     ", ".join(str(s.getsockname()[0]) for s in self._udp.values()))
+        if self.ms is not None:
+            self.execute(self.ms.start())
+        self._reschedule()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for sock in self._udp.values():
+            if self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._udp.clear()
+        for raw in self._raw.values():
+            if raw is not None:
+                raw.close()
+        self._raw.clear()
+        self.tunnel_sender = None
+
+    def _open_sockets(self) -> None:
+        listen = self.config.map_resolver.listen
+        binds: dict[int, str] = {4: "0.0.0.0", 6: "::"}
+        if not listen.is_unspecified:
+            binds[listen.version] = str(listen)
+        assert self._loop is not None
+        for version, host in binds.items():
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                if version == 6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                sock.bind((host, self.port))
+            except OSError as exc:
+                sock.close()
+                if version == 6 and not self._udp:
+                    raise
+                # An IPv4 node without IPv6 (or the reverse) still serves the other family.
+                log.warning("cannot listen on [%s]:%d: %s", host, self.port, exc)
+                continue
+            sock.setblocking(False)
+            self._udp[version] = sock
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        if not self._udp:
+            raise OSError(f"no UDP socket on port {self.port}")
+
+    # --- the GRE hook ------------------------------------------------------------------------
+
+    def hook(self, tunnel: TunnelConfig, packet: bytes) -> Verdict:
+        """The GRE engine's inner hook: the forwarder's decision, plus sending any ICMP it queued."""
+        verdict = self._fw_hook(tunnel, packet)
+        if verdict.__class__ is Drop and not self._icmp_pending and self._loop is not None:
+            # Only a drop queues an ICMP error; send them once the engine's batch is done.
+            self._icmp_pending = True
+            self._loop.call_soon(self._flush_icmp)
+        return verdict
+
+    def _on_local(self, tunnel: str, packet: bytes) -> None:
+        """An ALT datagram for one of our local (Map-Server) prefixes."""
+        self.counters["alt-local"] += 1
+        if self.ms is None:
+            return
+        self.execute(self.ms.handle_alt(packet, self.clock()))
+
+    # --- UDP 4342 ----------------------------------------------------------------------------
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        for _ in range(BATCH):
+            try:
+                data, peer = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # ICMP port unreachable for an earlier send shows up here (ECONNREFUSED): not fatal.
+                log.debug("UDP %d: %s", self.port, exc)
+                continue
+            try:
+                src = IPv4Address(peer[0]) if sock.family == socket.AF_INET else \
+                    IPv6Address(peer[0].split("%", 1)[0])
+            except ValueError:
+                self.counters["malformed"] += 1
+                continue
+            self.receive(data, src, peer[1])
+        self._reschedule()
+
+    def receive(self, data: bytes, src: IPAddress, sport: int) -> None:
+        """One datagram received on port 4342 from ``src``:``sport``."""
+        self.counters["received"] += 1
+        if not data:
+            self.counters["malformed"] += 1
+            return
+        role = role_for(data, mr=self.mr is not None, ms=self.ms is not None, etr=self.etr is not None)
+        now = self.clock()
+        actions: list[Action]
+        if role == "mr" and self.mr is not None:
+            self.counters["to-mr"] += 1
+            actions = self.mr.handle(data, src, sport, now)
+        elif role == "ms" and self.ms is not None:
+            self.counters["to-ms"] += 1
+            actions = self.ms.handle_register(data, src, sport, now)
+        elif role == "etr" and self.etr is not None:
+            self.counters["to-etr"] += 1
+            actions = self.etr.handle(data, src, sport, now)
+        else:
+            self.counters["no-role"] += 1
+            return
+        self.execute(actions)
+
+    # --- carrying out the cores' actions -------------------------------------------------------
+
+    def execute(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendUdp):
+                self._send_udp(action)
+            elif isinstance(action, SendAlt):
+                self._send_alt(action.packet)
+            elif isinstance(action, SendIp):
+                self._send_ip(action.packet)
+            elif isinstance(action, Announce):
+                self.forwarder.add_local(action.prefix)
+                self._announce(action.prefix)
+                log.info("announcing %s (Map-Server site registered)", action.prefix)
+            elif isinstance(action, Withdraw):
+                self.forwarder.remove_local(action.prefix)
+                self._withdraw(action.prefix)
+                log.info("withdrawing %s (no live registration)", action.prefix)
+        self._flush_icmp()
+
+    def _send_udp(self, action: SendUdp) -> None:
+        sock = self._udp.get(_family(action.dst))
+        if sock is None:
+            self.counters["send-error"] += 1
+            return
+        try:
+            sock.sendto(action.payload, (str(action.dst), action.dport))
+        except OSError as exc:
+            self.counters["send-error"] += 1
+            log.debug("UDP to %s:%d: %s", action.dst, action.dport, exc)
+            return
+        self.counters["sent"] += 1
+
+    def _send_alt(self, packet: bytes) -> None:
+        verdict = self.forwarder.originate(packet)
+        if isinstance(verdict, Forward):
+            if self.tunnel_sender is None:
+                self.counters["alt-dropped"] += 1
+                return
+            self.counters["alt-sent"] += 1
+            self.tunnel_sender.send(verdict.tunnel, verdict.packet)
+        elif isinstance(verdict, Local):
+            verdict.callback("", packet)
+        else:
+            self.counters["alt-dropped"] += 1
+
+    def _flush_icmp(self) -> None:
+        self._icmp_pending = False
+        for action in self.forwarder.take_icmp():
+            self._send_ip(action.packet)
+
+    def _send_ip(self, packet: bytes) -> None:
+        """A whole IP packet (ICMP error) over the underlay, from a raw socket that includes the header."""
+        version = packet[0] >> 4 if packet else 0
+        if version not in (4, 6):
+            self.counters["icmp-send-error"] += 1
+            return
+        if version not in self._raw:
+            try:
+                family = socket.AF_INET if version == 4 else socket.AF_INET6
+                # IPPROTO_RAW implies header-included for both families on Linux.
+                self._raw[version] = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            except OSError as exc:
+                log.warning("no raw IPv%d socket, ICMP errors will not be sent: %s", version, exc)
+                self._raw[version] = None
+        raw = self._raw[version]
+        if raw is None:
+            self.counters["icmp-send-error"] += 1
+            return
+        dst = IPv4Address(packet[16:20]) if version == 4 else IPv6Address(packet[24:40])
+        try:
+            raw.sendto(packet, (str(dst), 0))
+        except OSError as exc:
+            self.counters["icmp-send-error"] += 1
+            log.debug("ICMP to %s: %s", dst, exc)
+            return
+        self.counters["icmp-sent"] += 1
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        deadlines = []
+        if self.ms is not None and (expiry := self.ms.next_expiry()) is not None:
+            deadlines.append(expiry)
+        if self.etr is not None:
+            deadlines.append(self.etr.next_deadline())
+        return min(deadlines, default=None)
+
+    def tick(self) -> None:
+        now = self.clock()
+        actions: list[Action] = []
+        if self.ms is not None:
+            actions += self.ms.tick(now)
+        if self.etr is not None:
+            actions += self.etr.tick(now)
+        self.execute(actions)
+
+    def _reschedule(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        deadline = self.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and abs(self._timer.when() - self._loop_time(deadline)) < 1e-3:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = loop.call_at(self._loop_time(deadline), self._on_timer)
+
+    def _loop_time(self, deadline: float) -> float:
+        assert self._loop is not None
+        return self._loop.time() + max(0.0, deadline - self.clock())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.tick()
+        self._reschedule()
+
+    # --- status ------------------------------------------------------------------------------
+
+    def registrations(self) -> list[dict[str, Any]]:
+        if self.ms is None:
+            return []
+        now = self.clock()
+        return [
+            {"site": r.site, "prefix": str(r.prefix), "etr": str(r.source), "port": r.source_port,
+             "proxy_reply": r.proxy_reply, "xtr_id": r.xtr_id, "expires_in": round(r.expires - now, 1),
+             "locators": [str(loc.address) for loc in r.record.locators]}
+            for r in self.ms.registrations()
+        ]
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "roles": self.roles,
+            "edge": dict(self.counters),
+            "forwarder": self.forwarder.stats(),
+            "local_prefixes": [str(p) for p in self.forwarder.local_prefixes()],
+        }
+        if self.mr is not None:
+            out["map_resolver"] = dict(self.mr.counters)
+        if self.ms is not None:
+            out["map_server"] = dict(self.ms.counters)
+            out["registrations"] = self.registrations()
+        if self.etr is not None:
+            out["etr"] = dict(self.etr.counters)
+        return out

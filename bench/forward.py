@@ -1,0 +1,304 @@
+"""Map-Request ALT datagrams through one alt_router hop (userspace GRE in and out) vs the kernel.
+
+Run as root:  python bench/forward.py [--seconds 3] [--latency-rate 10000] [--latency-seconds 3]
+
+Builds its own lab and tears it down at the end:
+
+    s --eth-m-- m (alt_router: userspace GRE engine + the daemon's ALT forwarder hook) --eth-s-- r
+    s --eth-k-- k (plain Linux router, net.ipv4.ip_forward=1)                          --eth-k-- r
+
+``s`` sends the same Map-Request ALT datagrams (IPv4/UDP to 4342, destination an
+EID in 153.16.0.0/16, a fresh nonce each) either GRE-encapsulated to m (a raw
+protocol-47 socket, GRE key 1) or as plain IP packets routed through k.  m runs
+exactly what ``alt-router run`` runs for the data path (``Engine`` attached to
+asyncio, ``NodeMapping.hook``), with one route 153.16.0.0/16 learned from peer r:
+it decapsulates, decides, decrements the TTL and re-encapsulates towards r (key 2).
+Throughput is what arrives at r (its interface counters) per second while s
+sends as fast as it can.  Latency is measured in the middle node with a pair of
+packet captures (AF_PACKET, kernel receive/transmit timestamps, matched by the
+Map-Request nonce) while s sends at a fixed rate: the time the hop adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from alt_router.lab import Lab, Topology, wait_until
+
+PY = sys.executable
+
+TOPOLOGY = """
+name = "bfwd"
+[hosts.s]
+routes = [{ to = "153.16.0.0/16", via = "10.71.0.1" }]
+[hosts.m]
+[hosts.k]
+forwarding = true
+routes = [{ to = "153.16.0.0/16", via = "10.72.1.2" }]
+[hosts.r]
+[[links]]
+a = { host = "s", ifname = "eth-m", addresses = ["10.70.0.2/24"] }
+b = { host = "m", ifname = "eth-s", addresses = ["10.70.0.1/24"] }
+[[links]]
+a = { host = "m", ifname = "eth-r", addresses = ["10.70.1.1/24"] }
+b = { host = "r", ifname = "eth-m", addresses = ["10.70.1.2/24"] }
+[[links]]
+a = { host = "s", ifname = "eth-k", addresses = ["10.71.0.2/24"] }
+b = { host = "k", ifname = "eth-s", addresses = ["10.71.0.1/24"] }
+[[links]]
+a = { host = "k", ifname = "eth-r", addresses = ["10.72.1.1/24"] }
+b = { host = "r", ifname = "eth-k", addresses = ["10.72.1.2/24"] }
+"""
+
+NODE_CONFIG = """
+[node]
+name = "m"
+asn = 65001
+router_id = "192.0.2.1"
+tunnel_mode = "userspace"
+state_dir = "{state}"
+[eid]
+accept = ["153.16.0.0/12"]
+[[peers]]
+name = "s"
+asn = 65000
+key = 1
+[peers.underlay]
+local = "10.70.0.1"
+remote = "10.70.0.2"
+[peers.tunnel]
+local_ipv4 = "10.255.1.1/30"
+remote_ipv4 = "10.255.1.2"
+[[peers]]
+name = "r"
+asn = 65002
+key = 2
+[peers.underlay]
+local = "10.70.1.1"
+remote = "10.70.1.2"
+[peers.tunnel]
+local_ipv4 = "10.255.2.1/30"
+remote_ipv4 = "10.255.2.2"
+"""
+
+# The middle node: the daemon's data path without ExaBGP (the route is put into the RIB directly).
+MIDDLE = textwrap.dedent("""
+    import asyncio, signal, sys
+    from ipaddress import IPv4Address, ip_network
+    from pathlib import Path
+    from alt_router.gre.userspace import Engine
+    from alt_router.node.config import load_config
+    from alt_router.node.core import NodeCore
+    from alt_router.node.daemon import tunnel_configs, tunnel_name
+    from alt_router.node.mapping import NodeMapping
+    from alt_router.rib import Announce, Update
+    config = load_config(sys.argv[1])
+    core = NodeCore(config)
+    core.rib.peer_up("r", 0.0)
+    core.rib.apply(Update("r", announce=(
+        Announce(ip_network("153.16.0.0/16"), IPv4Address("10.255.2.2"), (65002,)),)), 0.0)
+    mapping = NodeMapping(config, core.rib, {p.name: tunnel_name(p, i) for i, p in enumerate(config.peers)},
+                          announce=lambda p: None, withdraw=lambda p: None)
+    engine = Engine(tunnel_configs(config), mapping.hook)
+    engine.open()
+    loop = asyncio.new_event_loop()
+    engine.attach(loop)
+    mapping.start(loop, engine)
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    Path(sys.argv[2]).write_text("ready")
+    loop.run_forever()
+    print(mapping.forwarder.stats(), engine.stats(), flush=True)
+    engine.close()
+""")
+
+# s: Map-Request ALT datagrams, GRE-encapsulated to m or plain to k; nonce = sequence number.
+SENDER = textwrap.dedent("""
+    import json, socket, struct, sys, time
+    from ipaddress import IPv4Address
+    from alt_router.inet import udp_packet
+    from alt_router.lisp import EidRecord, MapRequest
+    mode, dst, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    itr = IPv4Address("10.70.0.2")
+    eids = [IPv4Address(f"153.16.{i // 250}.{i % 250 + 1}") for i in range(1000)]
+    templates = []
+    for eid in eids:
+        req = MapRequest(0, itr, (itr,), (EidRecord(eid, 32),)).encode()
+        pkt = bytearray(udp_packet(itr, eid, 40000, 4342, req, ttl=64))
+        pkt[26:28] = b"\\0\\0"  # UDP checksum 0 (none): the nonce is rewritten per datagram
+        templates.append(pkt)
+    if mode == "gre":
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+        head = struct.pack("!HHI", 0x2000, 0x0800, 1)  # K bit, IPv4, key 1
+        templates = [bytearray(head) + t for t in templates]
+        off = len(head) + 28 + 4
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        off = 28 + 4
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    send, pack = s.sendto, struct.Struct("!Q").pack_into
+    n = len(templates)
+    sent = errors = seq = 0
+    start = time.perf_counter()
+    end = start + seconds
+    interval = 1.0 / rate if rate > 0 else 0.0
+    due = start
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        if interval:
+            if now < due:
+                # Sleep rather than spin: the sender must not take the middle node's core.
+                # Timer slack makes some sleeps long; the next datagrams then catch up.
+                time.sleep(due - now)
+                continue
+            due += interval
+        for _ in range(1 if interval else 64):
+            seq += 1
+            t = templates[seq % n]
+            pack(t, off, seq)
+            try:
+                send(t, (dst if mode == "gre" else str(eids[seq % n]), 0))
+                sent += 1
+            except OSError:
+                errors += 1
+    print(json.dumps({"sent": sent, "errors": errors, "seconds": time.perf_counter() - start}))
+""")
+
+# Kernel timestamps of the same datagram entering and leaving a node, matched by nonce.
+PAIRS = textwrap.dedent("""
+    import json, select, socket, struct, sys, time
+    in_if, out_if, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    SO_TIMESTAMPNS = 35
+    ETH_P_ALL = 3  # only ETH_P_ALL taps see transmitted packets
+    def open_(ifname):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        s.bind((ifname, ETH_P_ALL))
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.setblocking(False)
+        return s
+    def nonce(p):
+        if len(p) < 20 or p[0] >> 4 != 4:
+            return None
+        ihl = (p[0] & 15) * 4
+        if p[9] == 47:
+            flags = p[ihl]
+            g = 4 + 4 * bool(flags & 0x80) + 4 * bool(flags & 0x20) + 4 * bool(flags & 0x10)
+            p = p[ihl + g:]
+            ihl = (p[0] & 15) * 4
+        if len(p) < ihl + 20 or p[9] != 17 or p[ihl + 2:ihl + 4] != b"\\x10\\xf6":
+            return None
+        return struct.unpack_from("!Q", p, ihl + 12)[0]
+    sin, sout = open_(in_if), open_(out_if)
+    print("ready", flush=True)
+    seen_in, seen_out = {}, {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r, _, _ = select.select([sin, sout], [], [], 0.2)
+        for s in r:
+            while True:
+                try:
+                    data, anc, _f, addr = s.recvmsg(2048, 64)
+                except BlockingIOError:
+                    break
+                # Ingress copies on in_if, egress copies on out_if (PACKET_OUTGOING = 4).
+                if (s is sin) == (addr[2] == 4):
+                    continue
+                ts = next((struct.unpack("ll", v[:16]) for lvl, t, v in anc if t == SO_TIMESTAMPNS), None)
+                n = nonce(data)
+                if ts is None or n is None:
+                    continue
+                (seen_in if s is sin else seen_out)[n] = ts[0] * 1e9 + ts[1]
+    d = sorted(seen_out[k] - seen_in[k] for k in seen_in.keys() & seen_out.keys())
+    q = lambda f: d[min(len(d) - 1, int(f * len(d)))] / 1000 if d else None
+    print(json.dumps({"matched": len(d), "in": len(seen_in), "out": len(seen_out),
+                      "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "max_us": q(1.0)}))
+""")
+
+
+def rx(lab: Lab, host: str, ifname: str) -> int:
+    return int(lab.exec(host, ["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
+
+
+def blast(lab: Lab, mode: str, seconds: float, rate: float = 0) -> dict[str, float]:
+    ifname, dst = ("eth-m", "10.70.0.1") if mode == "gre" else ("eth-k", "unused")
+    before = rx(lab, "r", ifname)
+    out = lab.exec("s", [PY, "-c", SENDER, mode, dst, str(rate), str(seconds)], timeout=seconds + 60).stdout
+    time.sleep(0.3)  # the last datagrams still in flight
+    got = rx(lab, "r", ifname) - before
+    doc = json.loads(out)
+    return {"sent": doc["sent"], "received": got, "sent_per_s": doc["sent"] / doc["seconds"],
+            "received_per_s": got / doc["seconds"], "seconds": doc["seconds"]}
+
+
+def latency(lab: Lab, host: str, mode: str, rate: float, seconds: float) -> dict[str, object]:
+    # The capture outlives the sender's start-up (it builds its datagrams first) and its run.
+    pairs = lab.spawn(host, [PY, "-c", PAIRS, "eth-s", "eth-r", str(seconds + 8)], name=f"pairs-{mode}")
+    wait_until(lambda: "ready" in pairs.read_log(), 10, what="capture ready", on_timeout=pairs.log_tail)
+    sent = blast(lab, mode, seconds, rate)
+    wait_until(lambda: not pairs.running(), seconds + 20, what="capture done", on_timeout=pairs.log_tail)
+    result: dict[str, object] = json.loads(pairs.read_log().splitlines()[-1])
+    result["sent_per_s"] = round(sent["sent_per_s"])
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
+    ap.add_argument("--latency-rate", type=float, default=10_000, help="datagrams/s for the latency runs")
+    ap.add_argument("--latency-seconds", type=float, default=3.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/forward.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    with TemporaryDirectory(prefix="bench-forward-") as tmp, \
+            Lab(Topology.from_toml(TOPOLOGY), workdir=Path(tmp)) as lab:
+        conf = Path(tmp) / "m.toml"
+        conf.write_text(NODE_CONFIG.format(state=Path(tmp) / "m-state"))
+        ready = Path(tmp) / "m.ready"
+        middle = lab.spawn("m", [PY, "-c", MIDDLE, str(conf), str(ready)], name="middle")
+        wait_until(lambda: ready.exists() or not middle.running(), 20, what="middle node",
+                   on_timeout=middle.log_tail)
+        if not middle.running():
+            print(middle.log_tail(), file=sys.stderr)
+            return 1
+        blast(lab, "gre", 0.5)  # warm-up: caches, ARP
+        blast(lab, "kernel", 0.5)
+        alt = blast(lab, "gre", args.seconds)
+        kern = blast(lab, "kernel", args.seconds)
+        lat_alt = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds)
+        lat_kern = latency(lab, "k", "kernel", args.latency_rate, args.latency_seconds)
+        middle.stop()
+        result = {
+            "alt_router_hop": alt, "kernel_hop": kern,
+            "ratio": alt["received_per_s"] / kern["received_per_s"] if kern["received_per_s"] else None,
+            "latency_alt_router_hop": lat_alt, "latency_kernel_hop": lat_kern,
+            "middle": middle.log_tail(3),
+        }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"alt_router hop (userspace GRE in/out + forwarder): {alt['received_per_s']:>10,.0f} datagrams/s "
+          f"(sender offered {alt['sent_per_s']:,.0f}/s)")
+    print(f"kernel hop (plain IP forwarding):                  {kern['received_per_s']:>10,.0f} datagrams/s "
+          f"(sender offered {kern['sent_per_s']:,.0f}/s)")
+    if result["ratio"] is not None:
+        print(f"ratio alt_router / kernel: {result['ratio']:.1%}")
+    for name, lat in (("alt_router", lat_alt), ("kernel", lat_kern)):
+        print(f"added latency per {name} hop at {lat['sent_per_s']:,}/s: p50 {lat['p50_us']} us, "
+              f"p90 {lat['p90_us']} us, p99 {lat['p99_us']} us, max {lat['max_us']} us "
+              f"({lat['matched']} datagrams matched)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

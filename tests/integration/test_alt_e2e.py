@@ -1,0 +1,395 @@
+"""LISP+ALT end to end (RFC 6836): a Map-Request enters the ALT at a Map-Resolver, crosses a
+two-level hierarchy of alt_router nodes over userspace GRE, reaches the Map-Server whose ETRs
+registered the EID, and the ETR answers the ITR directly.
+
+    itr --ECM--> mr ==GRE== t1 ==GRE== t2 ==GRE== ms --ECM--> e1 --Map-Reply--> itr
+                 (c1)      |  \\                 / (c2)       e2 (proxy-reply)
+                           |   f (FRR bgpd + zebra, kernel forwarding) ===GRE
+                           +-- redundant path t1 - f - ms
+
+Six alt_router nodes (t1, t2 top level; mr, c1 under t1; ms, c2 under t2) plus FRR on f, every
+host on one underlay segment.  t1 prefers t2 (lower router-id, equal AS_PATH length) until t2
+is killed, then the ALT datagrams cross FRR's kernel.  One lab for the module; the tests run in
+order, tshark captures until the capture test, and the last test kills t2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alt_router.lab import Lab, ProcessHandle, Topology, wait_until
+from alt_router.lab.daemons import FrrBgpd, start_frr
+from alt_router.lab.netns import netns_pids
+from alt_router.lab.processes import spawn_in_netns
+from alt_router.lab.topology import segment_netns_name
+from tests.conftest import require_tool
+from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+PY = sys.executable
+U = {"mr": "10.60.0.1", "t1": "10.60.0.2", "t2": "10.60.0.3", "c1": "10.60.0.4", "ms": "10.60.0.5",
+     "c2": "10.60.0.6", "f": "10.60.0.7", "itr": "10.60.0.10", "e1": "10.60.0.21", "e2": "10.60.0.22"}
+ASN = {"t1": 65100, "mr": 65101, "c1": 65102, "t2": 65200, "ms": 65201, "c2": 65202, "f": 65300}
+# (tunnel number, side 1, side 2): inner 10.255.N.{1,2}/30 and fd00:N::{1,2}/64, GRE key N.
+TUNNELS = [(1, "t1", "t2"), (2, "t1", "mr"), (3, "t1", "c1"), (4, "t2", "ms"), (5, "t2", "c2"),
+           (6, "t1", "f"), (7, "f", "ms")]
+SITE_KEY = "e2e-site-key"
+SITE = ("153.24.1.0/24", "153.24.2.0/24", "2001:db8:24::/48")
+ANNOUNCE = {
+    "t1": ("153.16.0.0/13",), "t2": ("153.24.0.0/13",), "mr": ("153.18.0.0/16",),
+    "c1": ("153.17.0.0/16", "2001:db8:17::/48"), "c2": ("153.25.0.0/16", "2001:db8:25::/48"), "ms": (),
+}
+ROUTER_IDS = {"t1": "192.0.2.1", "t2": "192.0.2.2", "mr": "192.0.2.11", "c1": "192.0.2.12",
+              "ms": "192.0.2.21", "c2": "192.0.2.22"}
+
+TOPOLOGY = "name = \"@LAB@\"\n" + "".join(f"[hosts.{h}]\n" for h in U if h != "f") + """
+[hosts.f]
+forwarding = true
+sysctls = { "net.ipv4.conf.all.rp_filter" = 0, "net.ipv4.conf.default.rp_filter" = 0 }
+[[segments]]
+name = "u"
+members = [
+""" + "".join(
+    f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},\n' for h, a in U.items()) + "]\n"
+
+MS_EXTRA = f"""
+[map_server]
+[[map_server.sites]]
+name = "site-a"
+key = "{SITE_KEY}"
+eid_prefixes = {json.dumps(list(SITE))}
+"""
+MR_EXTRA = """
+[map_resolver]
+rate_limit = 1000
+"""
+
+FRR_CONF = """hostname f
+!
+router bgp 65300
+ bgp router-id 192.0.2.200
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ no bgp default ipv4-unicast
+ neighbor 10.255.6.1 remote-as 65100
+ neighbor 10.255.6.1 timers connect 1
+ neighbor 10.255.6.1 timers 3 9
+ neighbor 10.255.6.1 disable-connected-check
+ neighbor 10.255.6.1 update-source 10.255.6.2
+ neighbor 10.255.7.2 remote-as 65201
+ neighbor 10.255.7.2 timers connect 1
+ neighbor 10.255.7.2 timers 3 9
+ neighbor 10.255.7.2 disable-connected-check
+ neighbor 10.255.7.2 update-source 10.255.7.1
+ address-family ipv4 unicast
+  neighbor 10.255.6.1 activate
+  neighbor 10.255.7.2 activate
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor 10.255.6.1 activate
+  neighbor 10.255.6.1 route-map nh-t1 out
+  neighbor 10.255.7.2 activate
+  neighbor 10.255.7.2 route-map nh-ms out
+ exit-address-family
+!
+route-map nh-t1 permit 10
+ set ipv6 next-hop global fd00:6::2
+!
+route-map nh-ms permit 10
+ set ipv6 next-hop global fd00:7::1
+!
+line vty
+!
+"""
+
+F_TUNNELS = f"""
+mode = "userspace"
+[[tunnel]]
+name = "gre-t1"
+local = "{U['f']}"
+remote = "{U['t1']}"
+key = 6
+addresses = ["10.255.6.2/30", "fd00:6::2/64"]
+[[tunnel]]
+name = "gre-ms"
+local = "{U['f']}"
+remote = "{U['ms']}"
+key = 7
+addresses = ["10.255.7.1/30", "fd00:7::1/64"]
+"""
+
+
+def _peers(host: str) -> tuple[PeerSpec, ...]:
+    out = []
+    for n, a, b in TUNNELS:
+        if host not in (a, b):
+            continue
+        side, other = (1, b) if host == a else (2, a)
+        far = 3 - side
+        out.append(PeerSpec(other, ASN[other], U[host], U[other],
+                            (f"10.255.{n}.{side}/30", f"10.255.{n}.{far}"),
+                            (f"fd00:{n}::{side}/64", f"fd00:{n}::{far}"), key=n))
+    return tuple(out)
+
+
+SPECS = {
+    h: NodeSpec(h, ASN[h], ROUTER_IDS[h], ANNOUNCE[h], _peers(h),
+                extra=MS_EXTRA if h == "ms" else MR_EXTRA if h == "mr" else "")
+    for h in ("t1", "t2", "mr", "c1", "ms", "c2")
+}
+
+
+def _names() -> dict[str, str]:
+    """Every address of every ALT node (underlay and tunnel) -> node name, for reading hop lists."""
+    names = {a: h for h, a in U.items()}
+    for n, a, b in TUNNELS:
+        names[f"10.255.{n}.1"], names[f"10.255.{n}.2"] = a, b
+        names[f"fd00:{n}::1"], names[f"fd00:{n}::2"] = a, b
+    return names
+
+
+NAMES = _names()
+
+
+@dataclass
+class Alt:
+    lab: Lab
+    nodes: dict[str, RunningNode]
+    frr: FrrBgpd
+    etrs: dict[str, ProcessHandle]
+    capture: ProcessHandle
+    pcap: Path
+
+    def lig(self, eid: str, *args: str, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+        argv = [PY, "-m", "alt_router.cli", "lig", eid, "-m", U["mr"], "--json", "-t", "2", *args]
+        proc = self.lab.exec("itr", argv, check=False, timeout=timeout)
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError(f"lig {eid} exit {proc.returncode}: {proc.stdout}\n{proc.stderr}") from None
+        return proc.returncode, doc
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return {h: n.status()["mapping"]["forwarder"]["counters"] for h, n in self.nodes.items()}
+
+    def diag(self) -> str:
+        return "\n".join(f"=== {h}\n{n.diag()}" for h, n in self.nodes.items() if h != "c1")
+
+
+def _etr(lab: Lab, host: str, eids: tuple[str, ...], *extra: str) -> ProcessHandle:
+    argv = [PY, "-m", "alt_router.cli", "etr", "--map-server", U["ms"], "--key", SITE_KEY,
+            "--rloc", f"{U[host]},1,100", "--listen", U[host], "--interval", "20", *extra]
+    for eid in eids:
+        argv += ["--eid", eid]
+    return lab.spawn(host, argv, name="etr", env={"PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alt]:
+    require_tool("bgpd", "/usr/lib/frr/bgpd")
+    require_tool("zebra", "/usr/lib/frr/zebra")
+    require_tool("vtysh")
+    tshark = require_tool("tshark")
+    workdir = tmp_path_factory.mktemp("e2e")
+    name = lab_names("e2e")
+    with Lab(Topology.from_toml(TOPOLOGY.replace("@LAB@", name)), workdir=workdir) as lab:
+        pcap = workdir / "underlay.pcap"
+        # On the segment's bridge (promiscuous), so one capture sees every underlay hop.
+        capture = spawn_in_netns(
+            segment_netns_name(name, "u"), "sw-u",
+            [tshark, "-n", "-i", "br0", "-f", "udp port 4342 or ip proto 47 or icmp", "-w", str(pcap)],
+            name="tshark", log_path=workdir / "tshark.log")
+        lab.add_cleanup(lambda: capture.stop(grace=2))
+        wait_until(lambda: "Capturing on" in capture.read_log() or not capture.running(), 20,
+                   what="tshark capturing", on_timeout=capture.log_tail)
+        f_conf = workdir / "f-tunnels.toml"
+        f_conf.write_text(F_TUNNELS)
+        tun = lab.spawn("f", [PY, "-m", "alt_router.cli", "tunnel", "-c", str(f_conf)], name="tunnel")
+        wait_until(lambda: all("UP" in lab.exec("f", ["ip", "link", "show", t], check=False).stdout
+                               for t in ("gre-t1", "gre-ms")) or not tun.running(), 15,
+                   what="FRR's tunnels", on_timeout=tun.log_tail)
+        nodes = {h: RunningNode(lab, spec, workdir).start() for h, spec in SPECS.items()}
+        frr = start_frr(lab, "f", asn=65300, router_id="192.0.2.200", peers=[], config=FRR_CONF, zebra=True)
+        etrs = {
+            "e1": _etr(lab, "e1", SITE),
+            "e2": _etr(lab, "e2", ("153.24.2.0/24",), "--proxy-reply"),
+        }
+        alt = Alt(lab, nodes, frr, etrs, capture, pcap)
+        # Converged: the MR reaches the site, t1 knows both ways there, FRR's kernel has the route.
+        nodes["mr"].wait_routes([*SITE, "153.17.0.0/16", "153.25.0.0/16", "2001:db8:25::/48"], timeout=60)
+        wait_until(lambda: _peer_received(nodes["t1"], "f") > 0
+                   and _route_peer(nodes["t1"], "153.24.1.0/24") == "t2", 40,
+                   what="t1 with both paths to the site, preferring t2", on_timeout=alt.diag)
+        wait_until(lambda: "153.24.1.0/24" in lab.exec("f", ["ip", "route"]).stdout, 30,
+                   what="FRR's zebra installing the site route", on_timeout=frr.bgpd.log_tail)
+        yield alt
+
+
+def _peer_received(node: RunningNode, peer: str) -> int:
+    return int(node.status()["peers"][peer]["received"])
+
+
+def _route_peer(node: RunningNode, prefix: str) -> str | None:
+    route = node.status().get("routes", {}).get(prefix)
+    return route["peer"] if route else None
+
+
+def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], key: str) -> dict[str, int]:
+    return {h: after[h][key] - before[h][key] for h in after}
+
+
+def test_etrs_register_with_the_map_server(alt: Alt) -> None:
+    ms = alt.nodes["ms"]
+    regs = ms.query({"cmd": "registrations"})["registrations"]
+    by_prefix: dict[str, set[str]] = {}
+    for r in regs:
+        by_prefix.setdefault(r["prefix"], set()).add(r["etr"])
+    # Two ETRs registered one site prefix; the other prefixes came from e1 alone.
+    assert by_prefix["153.24.2.0/24"] == {U["e1"], U["e2"]}, regs
+    assert by_prefix["153.24.1.0/24"] == {U["e1"]} and by_prefix["2001:db8:24::/48"] == {U["e1"]}
+    assert any(r["proxy_reply"] for r in regs if r["etr"] == U["e2"])
+    counters = ms.status()["mapping"]["map_server"]
+    assert counters["registered"] >= 2 and counters["map-notify"] >= 2
+    assert not [k for k in counters if k.startswith("refused:")], counters
+    for proc in alt.etrs.values():
+        wait_until(lambda p=proc: "registered with Map-Server" in p.read_log(), 10,  # type: ignore[misc]
+                   what="Map-Notify accepted by the ETR", on_timeout=proc.log_tail)
+    # The site is announced while registered, and it is a local prefix of ms's forwarder.
+    assert set(SITE) <= set(ms.status()["mapping"]["local_prefixes"])
+
+
+def test_lig_ipv4_eid_through_the_hierarchy(alt: Alt) -> None:
+    before = alt.counters()
+    status, doc = alt.lig("153.24.1.5")
+    assert status == 0, doc
+    reply = doc["replies"][0]
+    assert reply["from"] == U["e1"]  # the ETR answers the ITR itself
+    record = reply["records"][0]
+    assert record["eid_prefix"] == "153.24.1.0/24" and record["authoritative"] is True
+    assert [loc["address"] for loc in record["locators"]] == [U["e1"]]
+    after = alt.counters()
+    # The path: the MR originated it, t1 and t2 forwarded it, ms took it locally; c1/c2 saw nothing.
+    assert _delta(before, after, "originated")["mr"] == 1
+    forwarded = _delta(before, after, "forwarded")
+    assert forwarded["t1"] == 1 and forwarded["t2"] == 1 and forwarded["c1"] == forwarded["c2"] == 0
+    assert _delta(before, after, "local")["ms"] == 1
+    assert alt.nodes["ms"].status()["mapping"]["map_server"]["forwarded-to-etr"] >= 1
+
+
+def test_lig_ipv6_eid_through_the_hierarchy(alt: Alt) -> None:
+    before = alt.counters()
+    status, doc = alt.lig("2001:db8:24::5")
+    assert status == 0, doc
+    reply = doc["replies"][0]
+    assert reply["from"] == U["e1"]
+    record = reply["records"][0]
+    assert record["eid_prefix"] == "2001:db8:24::/48" and record["authoritative"] is True
+    after = alt.counters()
+    assert _delta(before, after, "originated")["mr"] == 1
+    forwarded = _delta(before, after, "forwarded")
+    assert forwarded["t1"] == 1 and forwarded["t2"] == 1
+    assert _delta(before, after, "local")["ms"] == 1
+
+
+def _hops(doc: dict[str, Any]) -> list[str]:
+    return [NAMES.get(h["router"], h["router"]) if h.get("router") else
+            ("reply:" + NAMES.get(h["map_reply"]["from"], "?") if "map_reply" in h else "*")
+            for h in doc["hops"]]
+
+
+def test_trace_lists_the_alt_hops(alt: Alt) -> None:
+    status, doc = alt.lig("153.24.1.9", "--trace", "--max-hops", "8")
+    assert status == 0, doc
+    assert _hops(doc) == ["mr", "t1", "t2", "reply:e1"], doc
+
+
+def test_non_eid_gets_a_negative_reply(alt: Alt) -> None:
+    routed = [ip_network(p) for p in alt.nodes["mr"].routes()]
+    for eid in ("153.32.0.1", "192.0.2.99"):
+        status, doc = alt.lig(eid)
+        assert status == 1, doc
+        record = doc["replies"][0]["records"][0]
+        assert record["action"] == "natively-forward" and record["locators"] == []
+        prefix = ip_network(record["eid_prefix"])
+        assert ip_address(eid) in prefix
+        assert not [r for r in routed if r.version == prefix.version and r.overlaps(prefix)], (prefix, routed)
+        assert doc["replies"][0]["from"] == U["mr"]
+
+
+def test_two_etrs_in_a_proxy_reply(alt: Alt) -> None:
+    status, doc = alt.lig("153.24.2.7")
+    assert status == 0, doc
+    reply = doc["replies"][0]
+    assert reply["from"] == U["ms"]  # proxy reply: the Map-Server answers for its ETRs
+    record = reply["records"][0]
+    assert record["eid_prefix"] == "153.24.2.0/24" and record["authoritative"] is False
+    assert {loc["address"] for loc in record["locators"]} == {U["e1"], U["e2"]}
+
+
+def _tshark_fields(pcap: Path, display: str, *fields: str) -> list[list[str]]:
+    argv = ["tshark", "-n", "-r", str(pcap), "-Y", display, "-T", "fields", "-E", "separator=|",
+            "-E", "occurrence=a", "-E", "aggregator=,"]
+    for f in fields:
+        argv += ["-e", f]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def test_tshark_decodes_every_message(alt: Alt) -> None:
+    alt.capture.signal(signal.SIGINT)
+    alt.capture.popen.wait(15)
+    fields = ("ip.src", "ip.dst", "lisp.type", "frame.protocols")
+    rows = _tshark_fields(alt.pcap, "lisp", *fields)
+    assert rows, alt.capture.log_tail()
+
+    def seen(src: str, dst: str, kind: str, *, gre: bool = False) -> list[list[str]]:
+        return [r for r in rows if r[0].split(",")[0] == U[src] and r[1].split(",")[0] == U[dst]
+                and kind in r[2].split(",") and (":gre:" in r[3]) == gre]
+
+    # tshark's lisp.type: 1 Map-Request, 2 Map-Reply, 3 Map-Register, 4 Map-Notify, 8 ECM.
+    assert seen("itr", "mr", "8"), rows  # the ITR's ECM to the Map-Resolver
+    for a, b in (("mr", "t1"), ("t1", "t2"), ("t2", "ms")):
+        assert seen(a, b, "1", gre=True), (a, b, rows)  # the Map-Request as an ALT datagram over GRE
+    assert seen("ms", "e1", "8"), rows  # the Map-Server's ECM to the ETR
+    assert seen("e1", "itr", "2"), rows  # the ETR's Map-Reply straight to the ITR
+    assert seen("ms", "itr", "2"), rows  # the proxy Map-Reply
+    assert seen("mr", "itr", "2"), rows  # the negative Map-Reply
+    for etr in ("e1", "e2"):
+        assert seen(etr, "ms", "3") and seen("ms", etr, "4"), (etr, rows)
+    # The ALT datagram inside GRE: outer underlay addresses, inner ITR -> EID, UDP to 4342.
+    inner = _tshark_fields(alt.pcap, f"gre and lisp and ip.src == {U['t1']} and ip.dst == {U['t2']}",
+                           "ip.src", "ip.dst", "udp.dstport", "lisp.nonce")
+    assert any(r[0] == f"{U['t1']},{U['itr']}" and r[1].split(",")[1] == "153.24.1.5" and r[2] == "4342"
+               for r in inner), inner
+    malformed = _tshark_fields(alt.pcap, "_ws.malformed or _ws.expert.severity == error", "frame.number")
+    assert malformed == [], malformed
+
+
+def test_killing_t2_reroutes_through_frr(alt: Alt) -> None:
+    # A hard failure: every process in t2's namespace (daemon, ExaBGP) dies at once.
+    for pid in netns_pids(alt.lab.netns("t2")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    t1 = alt.nodes["t1"]
+    wait_until(lambda: _route_peer(t1, "153.24.1.0/24") == "f", 40, what="t1 rerouting via FRR",
+               on_timeout=t1.diag)
+    status, doc = alt.lig("153.24.1.6", "-c", "3")
+    assert status == 0, doc
+    assert doc["replies"][0]["from"] == U["e1"]
+    status, doc = alt.lig("153.24.1.10", "--trace", "--max-hops", "8")
+    assert status == 0, doc
+    # FRR's kernel forwarded it and decremented the TTL: it answers the trace itself.
+    assert _hops(doc) == ["mr", "t1", "f", "reply:e1"], doc
