@@ -161,6 +161,10 @@ def cmd_demo(path: Path, root: Path, timeout: float, out: TextIO) -> int:
         out.write(f"\n$ alt-router lig {demo.eid} -m {mr}          (on {demo.itr})\n")
         out.flush()
         first = run_in_netns(netns_name(alt.name, demo.itr), lig, check=False, timeout=30)
+        if first.returncode == 2:
+            # A busy machine can lose the first exchange (ETR or ExaBGP still starting): one retry.
+            out.write(_indent(first.stdout + first.stderr) + "    (no reply; asking once more)\n")
+            first = run_in_netns(netns_name(alt.name, demo.itr), lig, check=False, timeout=30)
         out.write(_indent(first.stdout + first.stderr))
         out.write(f"\n$ alt-router lig {demo.eid} -m {mr} --trace  (on {demo.itr})\n")
         out.flush()

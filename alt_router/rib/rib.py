@@ -315,26 +315,30 @@ class Rib:
         return out
 
     def _candidates(self, key: str) -> list[Path]:
-        return [p for p in (s.adj_in.get(key) for s in self._states) if p is not None]
+        return [p for s in self._states if (p := s.adj_in.get(key)) is not None]
 
     def _reselect(self, key: str, out: list[Output]) -> None:
         table = self._loc.for_key(key)
         found = table.best_for_key(key)
         old = found if found is not None and found.key == key else None
-        cands = self._candidates(key)
-        new = cands[0] if len(cands) == 1 else best_path(cands, self._router_ids)
+        new: Path | None
+        if len(self._states) == 1:
+            new = self._states[0].adj_in.get(key)
+        else:
+            cands = self._candidates(key)
+            new = cands[0] if len(cands) == 1 else best_path(cands, self._router_ids)
         if new is None:
             if old is not None:
                 table.delete_key(key)
                 out.append(self._publish(RouteChange("withdraw", key, old, None)))
             return
         if old is None:
-            table.set_key(key, new)
+            table.set_key(key, new, new=True)
             out.append(self._publish(RouteChange("add", key, None, new)))
             return
         if old is new:
             return
-        table.set_key(key, new)
+        table.set_key(key, new, new=False)
         if old != new:
             out.append(self._publish(RouteChange("change", key, old, new)))
         # else: the same route re-learned: keep the table fresh but tell nobody

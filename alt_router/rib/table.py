@@ -47,13 +47,15 @@ def as_address(address: str | IPAddress) -> IPAddress:
 class LpmTable(Generic[V]):
     """Prefix -> value for one address family, with longest-match lookup."""
 
-    __slots__ = ("_tree", "version")
+    __slots__ = ("_size", "_tree", "version")
 
     def __init__(self, version: int) -> None:
         if version not in (4, 6):
             raise TableError(f"IP version must be 4 or 6, not {version}")
         self.version = version
         self._tree = pytricia.PyTricia(32 if version == 4 else 128)
+        # len(PyTricia) walks the whole tree; a status poll on a 1M-route table must not.
+        self._size = 0
 
     def _key(self, prefix: str | Prefix) -> str:
         p = as_prefix(prefix)
@@ -69,7 +71,10 @@ class LpmTable(Generic[V]):
 
     def insert(self, prefix: str | Prefix, value: V) -> None:
         """Insert, or replace the value already held for exactly ``prefix``."""
-        self._tree[self._key(prefix)] = value
+        key = self._key(prefix)
+        if not self._tree.has_key(key):
+            self._size += 1
+        self._tree[key] = value
 
     def delete(self, prefix: str | Prefix) -> bool:
         """Remove exactly ``prefix``; False if it was not there."""
@@ -77,6 +82,7 @@ class LpmTable(Generic[V]):
         if not self._tree.has_key(key):
             return False
         del self._tree[key]
+        self._size -= 1
         return True
 
     def get(self, prefix: str | Prefix) -> V | None:
@@ -97,13 +103,16 @@ class LpmTable(Generic[V]):
 
     # --- by canonical key: the RIB's bulk path, which has validated the text already ---------
 
-    def set_key(self, key: str, value: V) -> None:
-        """Insert or replace ``key``, which must be canonical prefix text of this family."""
+    def set_key(self, key: str, value: V, *, new: bool) -> None:
+        """Insert (``new``) or replace ``key``, which must be canonical prefix text of this family."""
         self._tree[key] = value
+        if new:
+            self._size += 1
 
     def delete_key(self, key: str) -> None:
         """Remove ``key``, which must be present."""
         del self._tree[key]
+        self._size -= 1
 
     def best_for_key(self, key: str) -> V | None:
         """The value of ``key`` itself or else of the longest prefix covering it (None if neither).
@@ -166,7 +175,7 @@ class LpmTable(Generic[V]):
         return out
 
     def __len__(self) -> int:
-        return len(self._tree)
+        return self._size
 
     def __iter__(self) -> Iterator[tuple[Prefix, V]]:
         tree = self._tree

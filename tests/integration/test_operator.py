@@ -36,8 +36,8 @@ API = "http://10.0.0.11:8179"
 def topology_text() -> str:
     text = demo_topology_path().read_text().replace('name = "demo"', f'name = "{NAME}"')
     # The Map-Resolver's API on the underlay (not loopback), so every request needs the token.
-    return text.replace("map_resolver = true", f'map_resolver = true\nextra = """\n[api]\nlisten = "10.0.0.11"\n'
-                        f'token = "{TOKEN}"\n"""', 1)
+    api = f'extra = """\n[api]\nlisten = "10.0.0.11"\ntoken = "{TOKEN}"\n"""'
+    return text.replace("map_resolver = true", f"map_resolver = true\n{api}", 1)
 
 
 class Running:
