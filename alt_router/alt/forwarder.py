@@ -245,6 +245,52 @@ class AltForwarder:
             out = packet[:7] + bytes((ttl - 1,)) + packet[8:]
         return Forward(target, out)  # type: ignore[arg-type]
 
+    def fast_forward(self, packet: bytes, offset: int, from_tunnel: str) -> tuple[str, bytes] | None:
+        """The common case of ``forward(packet[offset:], from_tunnel)``, without a verdict object.
+
+        Returns ``(tunnel, rewritten packet)`` and counts it exactly when ``forward`` would
+        return ``Forward`` with a cached route; anything else (not an ALT datagram, an IPv4
+        header with options, a cache miss, local, no route, a loop, TTL 1) returns None having
+        counted nothing, and the caller asks ``forward``.  ``offset`` is where the inner packet
+        starts, so the GRE data path need not copy it out of the outer one first.
+        """
+        n = len(packet) - offset
+        if n < 28 or self._generation is None:
+            return None
+        b0 = packet[offset]
+        if b0 == 0x45:
+            if (
+                packet[offset + 9] != 17 or (packet[offset + 6] & 0x3F) or packet[offset + 7]
+                or packet[offset + 22] != 0x10 or packet[offset + 23] != 0xF6
+                or ((packet[offset + 2] << 8) | packet[offset + 3]) > n
+            ):
+                return None
+            dst = packet[offset + 16:offset + 20]
+            ttl = packet[offset + 8]
+        elif b0 >> 4 == 6:
+            if n < 48 or packet[offset + 6] != 17 or packet[offset + 42] != 0x10 or packet[offset + 43] != 0xF6:
+                return None
+            dst = packet[offset + 24:offset + 40]
+            ttl = packet[offset + 7]
+        else:
+            return None
+        if ttl <= 1:
+            return None
+        gen = self._generation()
+        if gen != self._gen:
+            self._cache.clear()
+            self._gen = gen
+        # A miss goes the long way, which fills the cache (and counts no-tunnel once).
+        target = self._cache.get(dst)
+        if target is None or target is LOCAL or target == from_tunnel:
+            return None
+        self.counters["forwarded"] += 1
+        if b0 == 0x45:
+            s = (~((packet[offset + 10] << 8) | packet[offset + 11]) & 0xFFFF) + 0xFEFF
+            s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+            return target, packet[offset:offset + 8] + bytes((ttl - 1, 17, s >> 8, s & 0xFF)) + packet[offset + 12:]
+        return target, packet[offset:offset + 7] + bytes((ttl - 1,)) + packet[offset + 8:]
+
     def _route_raw(self, dst: bytes) -> str | None:
         return self.route(IPv4Address(dst) if len(dst) == 4 else IPv6Address(dst))
 

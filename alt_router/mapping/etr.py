@@ -40,6 +40,11 @@ from alt_router.node.config import DEFAULT_RECORD_TTL, Mapping, MapServerRef, Rl
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 255
+# While a Map-Server has not confirmed a registration with a Map-Notify, the
+# ETR asks again after 1, 2, 4 ... seconds (capped at the register interval):
+# a Map-Register lost at start-up (Map-Server not up yet) must not leave the
+# site unregistered for a whole interval.
+RETRY_MIN = 1.0
 # Outstanding Map-Register nonces kept per Map-Server, to match Map-Notifies.
 MAX_OUTSTANDING = 8
 
@@ -111,6 +116,8 @@ class Etr:
         self._nonce = nonce
         self.counters: Counter[str] = Counter()
         self._next_register = 0.0
+        self._retry = RETRY_MIN
+        self._sent_at = 0.0
         self._outstanding: dict[int, MapServerTarget] = {}
         self.last_notify: dict[IPAddress, float] = {}
 
@@ -123,8 +130,17 @@ class Etr:
         """Map-Registers to every Map-Server when the interval is up (at once on the first call)."""
         if now < self._next_register:
             return []
-        self._next_register = now + self.register_interval
+        self._sent_at = now
+        if self.want_map_notify and not self._all_notified():
+            self._next_register = now + min(self._retry, self.register_interval)
+            self._retry = min(self._retry * 2, self.register_interval)
+        else:
+            self._next_register = now + self.register_interval
         return self.register_now()
+
+    def _all_notified(self) -> bool:
+        """Every Map-Server has confirmed the latest round of Map-Registers."""
+        return all(self.last_notify.get(ms.address, -1.0) >= self._sent_at for ms in self.map_servers)
 
     def register_now(self) -> list[Out]:
         records = [m.record() for m in self.mappings]
@@ -180,6 +196,9 @@ class Etr:
         del self._outstanding[msg.nonce]
         self.counters["map-notify"] += 1
         self.last_notify[ms.address] = now
+        if self._all_notified():
+            self._retry = RETRY_MIN
+            self._next_register = self._sent_at + self.register_interval
         return []
 
     def lookup(self, record: EidRecord) -> EidMapping | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ STATUS_FILE = "status.json"
 ANNOUNCEMENTS_FILE = "announcements.json"
 EXABGP_CONFIG = "exabgp.conf"
 STATUS_INTERVAL = 2.0
+GC_FREEZE_STEP = 50_000
 
 
 class DaemonError(RuntimeError):
@@ -141,6 +143,7 @@ class Node:
         self._stop = asyncio.Event()
         self.api: ApiServer | None = None
         self.dropped_commands = 0
+        self._frozen_routes = 0
 
     @property
     def rib(self) -> Any:
@@ -292,6 +295,7 @@ class Node:
                     await reader.readexactly(exc.consumed)
                     continue
                 self.send(self.core.on_line(line, self.clock()))
+                self._freeze_routes()
                 if writer.transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -301,6 +305,14 @@ class Node:
                 self._bridge = None
             writer.close()
             log.info("ExaBGP bridge disconnected")
+
+    def _freeze_routes(self) -> None:
+        # Routes live long: without this every full GC pass re-walks each one, which cost
+        # about a third of a 1M-route ingest.  Frozen objects are still freed by refcount.
+        routes = len(self.core.rib)
+        if routes >= self._frozen_routes + GC_FREEZE_STEP:
+            gc.freeze()
+            self._frozen_routes = routes
 
     def _on_exabgp_exit(self, pid: int, status: int | None) -> None:
         self.send(self.core.on_exabgp_exit(self.clock()))

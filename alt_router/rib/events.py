@@ -73,12 +73,18 @@ Subscriber = Callable[[Record], None]
 
 
 class EventStream:
-    """Bounded, sequenced event history with subscriber callbacks."""
+    """Bounded, sequenced event history with subscriber callbacks.
+
+    The history holds the bare events, not ``Record``s: the sequence number of
+    each follows from its position, and a full-table load publishes a million
+    events that nobody may ever ask for again.  Records are built for
+    subscribers and for ``since``.
+    """
 
     def __init__(self, capacity: int = 10_000) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._history: deque[Record] = deque(maxlen=capacity)
+        self._history: deque[Event] = deque(maxlen=capacity)
         self._next_seq = 1
         self._subscribers: list[Subscriber] = []
         self.subscriber_errors = 0
@@ -91,28 +97,41 @@ class EventStream:
     @property
     def oldest_seq(self) -> int:
         """Sequence number of the oldest event still kept (last_seq + 1 when empty)."""
-        return self._history[0].seq if self._history else self._next_seq
+        return self._next_seq - len(self._history)
 
     def publish(self, event: Event) -> Record:
         record = Record(self._next_seq, event)
         self._next_seq += 1
-        self._history.append(record)
+        self._history.append(event)
+        self._notify(record)
+        return record
+
+    def publish_quiet(self, event: Event) -> None:
+        """``publish`` without building the Record when nobody subscribes (the bulk path)."""
+        if self._subscribers:
+            self.publish(event)
+            return
+        self._next_seq += 1
+        self._history.append(event)
+
+    def _notify(self, record: Record) -> None:
         for callback in list(self._subscribers):
             try:
                 callback(record)
             except Exception:
                 # One broken subscriber (a closed API client) must not stop the RIB or the others.
                 self.subscriber_errors += 1
-        return record
 
     def since(self, seq: int) -> list[Record]:
         """Every record with a sequence number greater than ``seq``; StreamGap if some are gone."""
         if seq >= self.last_seq:
             return []
-        if seq + 1 < self.oldest_seq:
-            raise StreamGap(seq, self.oldest_seq)
-        start = seq + 1 - self.oldest_seq
-        return [self._history[i] for i in range(max(0, start), len(self._history))]
+        oldest = self.oldest_seq
+        if seq + 1 < oldest:
+            raise StreamGap(seq, oldest)
+        start = max(0, seq + 1 - oldest)
+        history = self._history
+        return [Record(oldest + i, history[i]) for i in range(start, len(history))]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback`` for every future record; returns the function that unsubscribes."""

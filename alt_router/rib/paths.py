@@ -177,7 +177,7 @@ class Path:
     attributes: Attributes
     learned_at: float
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the positional order of the dataclass it replaced
         self, prefix: Prefix | str, peer: str, peer_address: IPAddress, next_hop: IPAddress,
         next_hop_peer: str = "", as_path: tuple[int, ...] = (), as_set: tuple[int, ...] = (),
         origin: str = "igp", med: int | None = None, communities: tuple[tuple[int, int], ...] = (),
@@ -196,7 +196,7 @@ class Path:
         _set(self, "learned_at", learned_at)
 
     @classmethod
-    def from_key(
+    def from_key(  # noqa: PLR0917 - the RIB's hot path, one call per route
         cls, key: str, peer: str, peer_address: IPAddress, next_hop: IPAddress, next_hop_peer: str,
         attributes: Attributes, learned_at: float,
     ) -> Path:

@@ -97,7 +97,8 @@ class ImportPolicy:
         beside the global next hop, and ExaBGP reports the link-local one.
         """
         peer = self._by_address.get(_unmapped(next_hop))
-        if peer is None and session is not None and isinstance(next_hop, IPv6Address) and next_hop.is_link_local:
+        if (peer is None and session is not None and isinstance(next_hop, IPv6Address)
+                and next_hop.is_link_local):
             return session
         return peer
 

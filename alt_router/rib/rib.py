@@ -71,6 +71,7 @@ class Rib:
         self._states = list(self._peers.values())
         self._loc: DualTable[Path] = DualTable()
         self._router_ids: dict[str, IPv4Address] = {}
+        self._publish_quiet = self.stream.publish_quiet
         # The forwarder's hot path goes straight to the C lookups.
         self._get_v4 = self._loc.v4.lookup_packed
         self._get_v6 = self._loc.v6.lookup_packed
@@ -245,7 +246,7 @@ class Rib:
         else:
             state.stale.pop(afi, None)
 
-    def _announce(
+    def _announce(  # noqa: PLR0917 - internal, one call per batch
         self, state: PeerStatus, next_hop: IPAddress, attributes: Attributes, keys: Sequence[str], now: float,
         out: list[Output],
     ) -> int:
@@ -330,15 +331,21 @@ class Rib:
         if new is None:
             if old is not None:
                 table.delete_key(key)
-                out.append(self._publish(RouteChange("withdraw", key, old, None)))
+                change = RouteChange("withdraw", key, old, None)
+                self._publish_quiet(change)
+                out.append(change)
             return
         if old is None:
             table.set_key(key, new, new=True)
-            out.append(self._publish(RouteChange("add", key, None, new)))
+            change = RouteChange("add", key, None, new)
+            self._publish_quiet(change)
+            out.append(change)
             return
         if old is new:
             return
         table.set_key(key, new, new=False)
         if old != new:
-            out.append(self._publish(RouteChange("change", key, old, new)))
+            change = RouteChange("change", key, old, new)
+            self._publish_quiet(change)
+            out.append(change)
         # else: the same route re-learned: keep the table fresh but tell nobody

@@ -235,6 +235,9 @@ def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
                    what="t1 with both paths to the site, preferring t2", on_timeout=alt.diag)
         wait_until(lambda: "153.24.1.0/24" in lab.exec("f", ["ip", "route"]).stdout, 30,
                    what="FRR's zebra installing the site route", on_timeout=frr.bgpd.log_tail)
+        # Both ETRs registered (a Map-Register sent before ms listened is retried within seconds).
+        wait_until(lambda: {r["etr"] for r in nodes["ms"].query({"cmd": "registrations"})["registrations"]}
+                   >= {U["e1"], U["e2"]}, 30, what="both ETRs registered", on_timeout=alt.diag)
         yield alt
 
 

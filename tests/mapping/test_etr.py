@@ -40,16 +40,37 @@ def test_registers_at_once_then_every_interval_with_fresh_nonces() -> None:
         ("10.1.5.0", 24, 5), ("10.1.0.0", 16, 30)]
     assert [(loc.address, loc.priority, loc.weight) for loc in msg.records[1].locators] == [
         (RLOC, 1, 100), (IPv4Address("192.0.2.2"), 2, 50)]
+    e.handle(notify_for(first.payload, "k"), MS, 4350, 0.5)  # confirmed: next round is a full interval away
     assert e.tick(59.9) == []
     (again,) = e.tick(60.0)
     assert decode(again.payload).nonce != msg.nonce  # type: ignore[union-attr]
-    assert e.next_deadline() == 120.0
+    assert e.next_deadline() == 61.0  # not confirmed yet: asked again in a second
 
 
 def notify_for(register: bytes, key: str) -> bytes:
     msg = decode(register)
     assert isinstance(msg, MapRegister)
     return sign(MapNotify(msg.nonce, msg.records, algorithm_id=HMAC_SHA_256_128), key).encode()
+
+
+def test_unconfirmed_registers_are_retried_with_backoff_until_a_map_notify() -> None:
+    e = etr()
+    sent = [0.0]
+    (reg,) = e.tick(0.0)
+    now = 0.0
+    while now < 40.0:
+        now = e.next_deadline()
+        out = e.tick(now)
+        assert len(out) == 1 and decode(out[0].payload).nonce != decode(reg.payload).nonce  # type: ignore[union-attr]
+        reg = out[0]
+        sent.append(now)
+    # 1, 2, 4, 8, 16 s apart, then capped at the 60 s register interval.
+    assert [b - a for a, b in itertools.pairwise(sent)][:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    e.handle(notify_for(reg.payload, "k"), MS, 4350, now + 0.1)  # type: ignore[union-attr]
+    assert e.next_deadline() == now + 60.0
+    (nxt,) = e.tick(now + 60.0)
+    e.handle(notify_for(nxt.payload, "k"), MS, 4350, now + 60.2)  # type: ignore[union-attr]
+    assert e.next_deadline() == now + 120.0  # the backoff was reset by the confirmation
 
 
 def test_map_notify_must_match_a_nonce_and_verify() -> None:

@@ -1,4 +1,4 @@
-"""The RIB's bulk path: batches of canonical prefix text sharing attributes, lazy prefixes, link-local next hops."""
+"""The RIB's bulk path: batches of prefix text sharing attributes, lazy prefixes, link-local next hops."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_a_batch_is_applied_with_one_shared_attributes_object() -> None:
     paths = [rib.get(p) for p in ("153.16.0.0/24", "153.16.1.0/24", "2001:db8:1::/48")]
     assert all(p is not None and p.attributes is ATTRS for p in paths)
     # The tie-break address is the session address of the prefix's family.
-    assert [p.peer_address for p in paths if p] == [ip_address("10.255.1.2")] * 2 + [ip_address("fd00:1::2")]
+    want = [ip_address("10.255.1.2")] * 2 + [ip_address("fd00:1::2")]
+    assert [p.peer_address for p in paths if p] == want
     assert rib.lookup_packed(ip_address("153.16.1.7").packed) is paths[1]
     assert rib.stats["accepted"] == 3
 
@@ -66,7 +67,8 @@ def test_batch_drops_are_counted_per_reason_and_replace_older_paths() -> None:
 def test_reannouncing_identical_attributes_is_not_a_change_but_new_ones_are() -> None:
     rib = make_rib("b")
     rib.apply(Update("b", batches=(batch("153.16.0.0/24"),)), now=2.0)
-    assert rib.apply(Update("b", batches=(batch("153.16.0.0/24", attrs=Attributes((65002,))),)), now=3.0) == []
+    same = Attributes((65002,))  # equal to ATTRS, another object
+    assert rib.apply(Update("b", batches=(batch("153.16.0.0/24", attrs=same),)), now=3.0) == []
     path = rib.get("153.16.0.0/24")
     assert path is not None and path.learned_at == 2.0
     out = rib.apply(Update("b", batches=(batch("153.16.0.0/24", attrs=Attributes((65002, 65009))),)), now=4.0)
@@ -115,7 +117,8 @@ def test_stale_marks_survive_only_until_reannounced_or_swept() -> None:
 
 def test_path_builds_its_prefix_on_demand_and_stays_immutable() -> None:
     attrs = Attributes((65002, 65003), (7,), "egp", 5, ((65002, 1),))
-    lazy = Path.from_key("153.16.0.0/24", "b", ip_address("10.255.1.2"), ip_address("10.255.1.2"), "b", attrs, 1.0)
+    nh = ip_address("10.255.1.2")
+    lazy = Path.from_key("153.16.0.0/24", "b", nh, nh, "b", attrs, 1.0)
     eager = Path(ip_network("153.16.0.0/24"), "b", ip_address("10.255.1.2"), ip_address("10.255.1.2"), "b",
                  (65002, 65003), (7,), "egp", 5, ((65002, 1),), learned_at=9.0)
     assert lazy.prefix == IPv4Network("153.16.0.0/24") and lazy.prefix is lazy.prefix
@@ -141,7 +144,8 @@ def test_prefix_key_refuses_what_ip_network_refuses(bad: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(
-    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)).map(lambda t: ip_network((t[0], t[1]), strict=False)),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)).map(
+        lambda t: ip_network((t[0], t[1]), strict=False)),
     st.tuples(st.integers(0, 2**128 - 1), st.integers(0, 128)).map(
         lambda t: ip_network((t[0], t[1]), strict=False)),
 ))

@@ -72,3 +72,23 @@ def test_bounded_queue_flags_overflow() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         EventStream(capacity=0)
+
+
+def test_quiet_publishes_keep_sequence_and_history_and_still_reach_subscribers() -> None:
+    from alt_router.rib.events import EventStream, PeerUp, Record, StreamGap  # noqa: PLC0415
+
+    stream = EventStream(capacity=3)
+    for i in range(4):
+        stream.publish_quiet(PeerUp(f"p{i}", float(i)))
+    assert (stream.last_seq, stream.oldest_seq, len(stream)) == (4, 2, 3)
+    assert stream.since(2) == [Record(3, PeerUp("p2", 2.0)), Record(4, PeerUp("p3", 3.0))]
+    got: list[Record] = []
+    stream.subscribe(got.append)
+    stream.publish_quiet(PeerUp("p4", 4.0))
+    assert got == [Record(5, PeerUp("p4", 4.0))]
+    try:
+        stream.since(1)
+    except StreamGap as gap:
+        assert (gap.requested, gap.oldest) == (1, 3)
+    else:
+        raise AssertionError("expected a gap")
