@@ -20,6 +20,7 @@ which every ETR must reach anyway to send its Map-Reply.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, Protocol
@@ -38,6 +39,12 @@ LOCAL: Final = "<local>"
 MAX_PENDING_ICMP = 1024
 _CACHE_MAX = 65536
 _MISS: Final = object()
+# fast_forward's views of an IPv4 header (version/IHL, total length, flags and fragment offset,
+# TTL, protocol, checksum, destination, UDP destination port) and of an IPv6 one (first byte,
+# next header, hop limit, destination, UDP destination port).
+_V4_FIELDS: Final = struct.Struct("!BxHxxHBBH4x4s2xH").unpack_from
+_V6_FIELDS: Final = struct.Struct("!B5xBB16x16s2xH").unpack_from
+_TTL_PROTO_CSUM: Final = struct.Struct("!BBH").pack
 
 # Drop reasons (also counter names).
 NO_ROUTE: Final = "no-route"
@@ -257,21 +264,16 @@ class AltForwarder:
         n = len(packet) - offset
         if n < 28 or self._generation is None:
             return None
+        # One struct call reads every field the decision needs: cheaper than a dozen indexings.
         b0 = packet[offset]
         if b0 == 0x45:
-            if (
-                packet[offset + 9] != 17 or (packet[offset + 6] & 0x3F) or packet[offset + 7]
-                or packet[offset + 22] != 0x10 or packet[offset + 23] != 0xF6
-                or ((packet[offset + 2] << 8) | packet[offset + 3]) > n
-            ):
+            _, total, frag, ttl, proto, csum, dst, dport = _V4_FIELDS(packet, offset)
+            if proto != 17 or frag & 0x3FFF or dport != 4342 or total > n:
                 return None
-            dst = packet[offset + 16:offset + 20]
-            ttl = packet[offset + 8]
-        elif b0 >> 4 == 6:
-            if n < 48 or packet[offset + 6] != 17 or packet[offset + 42] != 0x10 or packet[offset + 43] != 0xF6:
+        elif b0 >> 4 == 6 and n >= 48:
+            _, proto, ttl, dst, dport = _V6_FIELDS(packet, offset)
+            if proto != 17 or dport != 4342:
                 return None
-            dst = packet[offset + 24:offset + 40]
-            ttl = packet[offset + 7]
         else:
             return None
         if ttl <= 1:
@@ -286,9 +288,10 @@ class AltForwarder:
             return None
         self.counters["forwarded"] += 1
         if b0 == 0x45:
-            s = (~((packet[offset + 10] << 8) | packet[offset + 11]) & 0xFFFF) + 0xFEFF
+            # RFC 1624 eqn. 3, as in _decide.
+            s = (~csum & 0xFFFF) + 0xFEFF
             s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
-            return target, packet[offset:offset + 8] + bytes((ttl - 1, 17, s >> 8, s & 0xFF)) + packet[offset + 12:]
+            return target, packet[offset:offset + 8] + _TTL_PROTO_CSUM(ttl - 1, 17, s) + packet[offset + 12:]
         return target, packet[offset:offset + 7] + bytes((ttl - 1,)) + packet[offset + 8:]
 
     def _route_raw(self, dst: bytes) -> str | None:

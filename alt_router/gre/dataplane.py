@@ -5,6 +5,13 @@ and carries out the actions it returns.  Received inner packets go through an
 optional *hook* before anything is written anywhere, so a forwarder (the ALT
 datagram path) can look at a packet that arrived on one tunnel and send it out
 of another in the same pass, without a trip through the kernel.
+
+The ``*_fast`` entry points are the same decisions for the common case (a tunnel
+without checksums or sequence numbers, a hook that forwards), returned as a plain
+``(kind, tunnel, bytes)`` tuple instead of a list of action objects: at 100,000
+packets a second CPython cannot afford an allocated dataclass, a list and an
+``isinstance`` chain per packet.  Anything out of the ordinary falls through to
+the general path, so drops, counters and hook semantics are the same either way.
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ class Local:
 Verdict = Deliver | Drop | Forward | Local
 DELIVER: Final = Deliver()
 InnerHook = Callable[[TunnelConfig, bytes], Verdict]
+FastHook = Callable[[bytes, int, str], tuple[str, bytes] | None]
+"""A hook's common case: ``fast_hook(packet, offset, tunnel_name)`` sees the inner packet at
+``packet[offset:]`` and returns ``(tunnel, new_inner)`` when it would return ``Forward`` (and has
+counted it), or None, having counted nothing, to have the full hook decide."""
 
 
 # --- What the edge must do --------------------------------------------------------------------
@@ -93,6 +104,11 @@ class CallLocal:
 
 Action = WriteTun | SendUnderlay | CallLocal
 
+# What the fast entry points return instead of a list of actions: ``(kind, tunnel, data)``.
+TO_UNDERLAY: Final = 0  # data is a GRE datagram, as in SendUnderlay
+TO_TUN: Final = 1  # data is an inner packet, as in WriteTun
+Fast = tuple[int, str, bytes]
+
 
 @dataclass(slots=True)
 class Counters:
@@ -116,9 +132,16 @@ class Counters:
 class Dataplane:
     """Per-process GRE state for any number of tunnels over both address families."""
 
-    def __init__(self, tunnels: Iterable[TunnelConfig], hook: InnerHook | None = None) -> None:
+    def __init__(
+        self,
+        tunnels: Iterable[TunnelConfig],
+        hook: InnerHook | None = None,
+        fast_hook: FastHook | None = None,
+    ) -> None:
         self.tunnels: dict[str, TunnelConfig] = {t.name: t for t in check_set(tunnels)}
         self.hook = hook
+        # Only consulted by the fast entry points, and only together with ``hook``.
+        self.fast_hook = fast_hook
         self.counters: dict[str, Counters] = {name: Counters() for name in self.tunnels}
         # Packets that match no tunnel at all are counted here.
         self.unmatched = Counters()
@@ -135,6 +158,19 @@ class Dataplane:
         self._packed: dict[tuple[bytes, bytes], tuple[IPAddress, IPAddress]] = {
             (t.local.packed, t.remote.packed): (t.local, t.remote) for t in self.tunnels.values()
         }
+        # The fast paths' tables.  Receive: remote, local and the constant GRE header, as the
+        # bytes they are on the wire (for IPv4, outer header bytes 12-20 followed by GRE),
+        # to (tunnel, GRE header length, inner IP version, counters).  Send: the two
+        # constant headers, the MTU and the counters.
+        self._rx: dict[bytes, tuple[str, int, int, Counters]] = {}
+        self._tx: dict[str, tuple[bytes, bytes, int, Counters]] = {}
+        for name, fixed in self._fixed.items():
+            t = self.tunnels[name]
+            counters = self.counters[name]
+            self._tx[name] = (fixed[gre.PROTO_IPV4], fixed[gre.PROTO_IPV6], t.mtu, counters)
+            for proto, version in ((gre.PROTO_IPV4, 4), (gre.PROTO_IPV6, 6)):
+                head = fixed[proto]
+                self._rx[t.remote.packed + t.local.packed + head] = (name, len(head), version, counters)
 
     # -- receive ---------------------------------------------------------------------------
 
@@ -198,6 +234,71 @@ class Dataplane:
         counters.rx_bytes += len(inner)
         return self._apply_hook(tunnel, inner)
 
+    def receive_ipv4_fast(self, packet: bytes) -> Fast | list[Action]:
+        """``receive_ipv4``, answering the common case with a ``Fast`` tuple."""
+        # Outer header without options, GRE, and the K bit says how long the constant header is.
+        # The forwarding case is written out in full: every call saved here is a few percent.
+        if len(packet) > 20 and packet[0] == 0x45 and packet[9] == PROTO_GRE:
+            entry = self._rx.get(packet[12:28] if packet[20] & 0x20 else packet[12:24])
+            if entry is not None:
+                name, hlen, version, counters = entry
+                offset = 20 + hlen
+                size = len(packet) - offset
+                if size > 0 and packet[offset] >> 4 == version:
+                    counters.rx_packets += 1
+                    counters.rx_bytes += size
+                    fast = self.fast_hook
+                    if fast is not None and self.hook is not None:
+                        decided = fast(packet, offset, name)
+                        if decided is not None:
+                            target, inner = decided
+                            tx = self._tx.get(target)
+                            if tx is not None and 0 < len(inner) <= tx[2]:
+                                version = inner[0] >> 4
+                                if version == 4 or version == 6:  # noqa: PLR1714 (cheaper than a set)
+                                    out = tx[3]
+                                    out.tx_packets += 1
+                                    out.tx_bytes += len(inner)
+                                    return TO_UNDERLAY, target, (tx[0] if version == 4 else tx[1]) + inner
+                            return self._forward_slow(name, target, inner)
+                    return self._inner(name, packet, offset)
+        return self.receive_ipv4(packet)
+
+    def receive_fast(self, local: bytes, remote: bytes, datagram: bytes) -> Fast | list[Action]:
+        """``receive`` with packed addresses (an IPv6 raw socket's pktinfo and source), fast."""
+        if len(datagram) > 4:
+            entry = self._rx.get(remote + local + (datagram[:8] if datagram[0] & 0x20 else datagram[:4]))
+            if entry is not None:
+                name, offset, version, counters = entry
+                size = len(datagram) - offset
+                if size > 0 and datagram[offset] >> 4 == version:
+                    counters.rx_packets += 1
+                    counters.rx_bytes += size
+                    fast = self.fast_hook
+                    if fast is not None and self.hook is not None:
+                        decided = fast(datagram, offset, name)
+                        if decided is not None:
+                            return self._forward_slow(name, decided[0], decided[1])
+                    return self._inner(name, datagram, offset)
+        endpoints = self._packed.get((local, remote))
+        if endpoints is None:
+            self.unmatched.drop(UNKNOWN_REMOTE)
+            return []
+        return self.receive(endpoints[0], endpoints[1], datagram)
+
+    def _inner(self, name: str, packet: bytes, offset: int) -> Fast | list[Action]:
+        """The inner packet at ``packet[offset:]``, received and counted on tunnel ``name``: the full hook."""
+        if self.hook is None:
+            return TO_TUN, name, packet[offset:]
+        return self._apply_hook(self.tunnels[name], packet[offset:])
+
+    def _forward_slow(self, name: str, target: str, inner: bytes) -> Fast | list[Action]:
+        """The fast hook's ``(target, inner)`` for a packet from ``name``, handled as ``Forward`` is."""
+        if target not in self.tunnels:
+            self.counters[name].drop(UNKNOWN_TUNNEL)
+            return []
+        return self.encapsulate_fast(target, inner)
+
     def _apply_hook(self, tunnel: TunnelConfig, inner: bytes) -> list[Action]:
         if self.hook is None:
             return [WriteTun(tunnel.name, inner)]
@@ -220,6 +321,26 @@ class Dataplane:
         return [CallLocal(verdict.callback, tunnel.name, inner)]
 
     # -- send ------------------------------------------------------------------------------
+
+    def encapsulate_fast(self, name: str, inner: bytes) -> Fast | list[Action]:
+        """``encapsulate``, answering the common case with a ``Fast`` tuple."""
+        tx = self._tx.get(name)
+        if tx is not None and inner:
+            version = inner[0] >> 4
+            if (version == 4 or version == 6) and len(inner) <= tx[2]:  # noqa: PLR1714 (cheaper than a set)
+                counters = tx[3]
+                counters.tx_packets += 1
+                counters.tx_bytes += len(inner)
+                return TO_UNDERLAY, name, (tx[0] if version == 4 else tx[1]) + inner
+        return self.encapsulate(name, inner)
+
+    def action_for(self, fast: Fast) -> Action:
+        """The action a ``Fast`` tuple stands for."""
+        kind, name, data = fast
+        if kind == TO_TUN:
+            return WriteTun(name, data)
+        t = self.tunnels[name]
+        return SendUnderlay(name, t.local, t.remote, t.ttl, data)
 
     def encapsulate(self, name: str, inner: bytes) -> list[Action]:
         """An inner packet to send out of tunnel ``name`` (read from its TUN, injected, or forwarded)."""

@@ -163,6 +163,8 @@ class Node:
                 # Netlink work runs in a helper thread inside open(); fine to call from the loop.
                 self.tunnels.open()
                 if isinstance(self.tunnels, Engine):
+                    if self.mapping is not None and self.hook == self.mapping.hook:
+                        self.tunnels.dataplane.fast_hook = self.mapping.fast_hook
                     self.tunnels.attach(asyncio.get_running_loop())
             if self.mapping is not None:
                 # Registrations do not survive a restart, so neither do the announcements they made.

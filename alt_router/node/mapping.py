@@ -130,6 +130,9 @@ class NodeMapping:
             rib, tunnels, local_callback=self._on_local, router_v4=v4, router_v6=v6
         )
         self._fw_hook = self.forwarder.hook
+        # The engine's fast_hook beside ``hook``: the forwarder's common case never drops, so
+        # never queues ICMP, and needs nothing of ``hook``'s wrapping.
+        self.fast_hook = self.forwarder.fast_forward
         self.mr: MapResolver | None = None
         self.ms: MapServer | None = None
         self.etr: Etr | None = None

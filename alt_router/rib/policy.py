@@ -74,6 +74,8 @@ class ImportPolicy:
         self._accept: DualTable[bool] = DualTable()
         for prefix in accept:
             self._accept.insert(prefix, True)
+        self._accept_v4 = self._accept.v4.best_for_key_function()
+        self._accept_v6 = self._accept.v6.best_for_key_function()
         self._by_address: dict[IPAddress, PeerInfo] = {}
         for peer in peers:
             for addr in peer.addresses:
@@ -84,7 +86,7 @@ class ImportPolicy:
 
     def accepts_key(self, key: str) -> bool:
         """``accepts_prefix`` for canonical prefix text (the bulk path: no prefix object)."""
-        return self._accept.for_key(key).best_for_key(key) is not None
+        return (self._accept_v6 if ":" in key else self._accept_v4)(key) is not None
 
     def has_own_asn(self, attributes: Attributes) -> bool:
         return self.local_asn in attributes.as_path or self.local_asn in attributes.as_set

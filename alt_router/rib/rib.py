@@ -72,6 +72,9 @@ class Rib:
         self._loc: DualTable[Path] = DualTable()
         self._router_ids: dict[str, IPv4Address] = {}
         self._publish_quiet = self.stream.publish_quiet
+        # Bound once: _reselect runs per route, and every Python-level hop costs there.
+        self._best_v4 = self._loc.v4.best_for_key_function()
+        self._best_v6 = self._loc.v6.best_for_key_function()
         # The forwarder's hot path goes straight to the C lookups.
         self._get_v4 = self._loc.v4.lookup_packed
         self._get_v6 = self._loc.v6.lookup_packed
@@ -122,9 +125,22 @@ class Rib:
         if state is None or not state.up:
             return []
         out: list[Output] = []
-        for key in list(state.adj_in):
-            self._remove(state, key, out)
+        adj, state.adj_in = state.adj_in, {}
         state.stale.clear()
+        if len(self._states) == 1:
+            # The only peer: each of its paths is the best of its prefix, with nothing to
+            # fall back to, so the table loses them without a reselection each (a 1M-route
+            # session loss must not stall the daemon for long).
+            publish = self._publish_quiet
+            v4, v6 = self._loc.v4, self._loc.v6
+            for key, path in adj.items():
+                (v6 if ":" in key else v4).delete_key(key)
+                change = RouteChange("withdraw", key, path, None)
+                publish(change)
+                out.append(change)
+        else:
+            for key in adj:
+                self._reselect(key, out)
         state.up = False
         state.since = now
         state.last_down_reason = reason
@@ -274,6 +290,8 @@ class Rib:
         addr4 = addresses.get(4, info.addresses[0])
         addr6 = addresses.get(6, info.addresses[0])
         max_prefix = info.max_prefix
+        reselect = self._reselect
+        make_path = Path.from_key
         outside = accepted = 0
         for i, key in enumerate(keys):
             if not accepts(key):
@@ -294,9 +312,9 @@ class Rib:
                 self._count(name, outside, accepted)
                 return i
             accepted += 1
-            adj[key] = Path.from_key(key, name, addr6 if ":" in key else addr4, next_hop, owner_name,
-                                     attributes, now)
-            self._reselect(key, out)
+            address = addr6 if ":" in key else addr4
+            adj[key] = make_path(key, name, address, next_hop, owner_name, attributes, now)
+            reselect(key, out)
         self._count(name, outside, accepted)
         return len(keys)
 
@@ -319,15 +337,17 @@ class Rib:
         return [p for s in self._states if (p := s.adj_in.get(key)) is not None]
 
     def _reselect(self, key: str, out: list[Output]) -> None:
-        table = self._loc.for_key(key)
-        found = table.best_for_key(key)
+        v6 = ":" in key
+        found = (self._best_v6 if v6 else self._best_v4)(key)
         old = found if found is not None and found.key == key else None
         new: Path | None
-        if len(self._states) == 1:
-            new = self._states[0].adj_in.get(key)
+        states = self._states
+        if len(states) == 1:
+            new = states[0].adj_in.get(key)
         else:
-            cands = self._candidates(key)
+            cands = [p for s in states if (p := s.adj_in.get(key)) is not None]
             new = cands[0] if len(cands) == 1 else best_path(cands, self._router_ids)
+        table = self._loc.v6 if v6 else self._loc.v4
         if new is None:
             if old is not None:
                 table.delete_key(key)

@@ -10,7 +10,7 @@ prefixes cross the boundary as ``str`` and come back as ``ip_network`` objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Generic, TypeVar
 
@@ -113,6 +113,11 @@ class LpmTable(Generic[V]):
         """Remove ``key``, which must be present."""
         del self._tree[key]
         self._size -= 1
+
+    def best_for_key_function(self) -> Callable[[str], V | None]:
+        """``best_for_key`` as the C method itself, for loops that run once per route."""
+        get: Callable[[str], V | None] = self._tree.get
+        return get
 
     def best_for_key(self, key: str) -> V | None:
         """The value of ``key`` itself or else of the longest prefix covering it (None if neither).

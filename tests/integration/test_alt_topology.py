@@ -145,10 +145,6 @@ def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
     with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_names("ndalt"))), workdir=workdir) as lab:
         _tunnel(lab, "f", "a", 3)
         _tunnel(lab, "r", "c", 4)
-        # BIRD adds the TUN's link-local address as a second IPv6 next hop on a direct session and
-        # ExaBGP reports that one, which is no tunnel peer's address (reported to the RIB owner):
-        # without a link-local address BIRD sends the global one only.
-        lab.exec("r", ["ip", "-6", "addr", "flush", "dev", "gre-c", "scope", "link"])
         nodes = {h: RunningNode(lab, spec, workdir).start() for h, spec in SPECS.items()}
         frr = start_frr(lab, "f", asn=65010, router_id="10.255.3.2", peers=[], config=FRR_CONF)
         bird = start_bird(lab, "r", asn=65020, router_id="10.255.4.2", peers=[], config=BIRD_CONF)

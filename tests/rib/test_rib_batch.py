@@ -153,3 +153,18 @@ def test_prefix_key_is_the_canonical_text(net: IPv4Network) -> None:
     assert prefix_key(str(net)) == str(net)
     assert Path.from_key(str(net), "b", ip_address("10.0.0.1"), ip_address("10.0.0.1"), "b",
                          ATTRS, 0.0).prefix == net
+
+
+def test_the_only_peer_going_down_withdraws_each_route_once() -> None:
+    rib = Rib(LOCAL_AS, [ip_network("153.16.0.0/12"), ip_network("2001:db8::/32")], [B])
+    rib.peer_up("b", 1.0)
+    rib.apply(Update("b", batches=(batch("153.16.0.0/24", "153.16.1.0/24"),
+                                   batch("2001:db8:1::/48", nh="fd00:1::2"))))
+    out = rib.peer_down("b", "gone", 2.0)
+    assert sorted(kinds(out)) == [("withdraw", "153.16.0.0/24"), ("withdraw", "153.16.1.0/24"),
+                                  ("withdraw", "2001:db8:1::/48")]
+    assert len(rib) == 0 and rib.lookup("153.16.0.1") is None and rib.lookup("2001:db8:1::1") is None
+    assert rib.stream.last_seq == 1 + 3 + 3 + 1  # up, three adds, three withdraws, down
+    rib.peer_up("b", 3.0)  # and it can come back
+    rib.apply(Update("b", batches=(batch("153.16.0.0/24"),)))
+    assert len(rib) == 1
