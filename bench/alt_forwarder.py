@@ -4,8 +4,12 @@ Run:  python bench/alt_forwarder.py [--routes 256] [--destinations 1000] [-n 300
 
 A RIB with ``--routes`` IPv4 /16 routes learned from one peer, ``--destinations``
 distinct EIDs, and ``AltForwarder.forward`` called on pre-built ALT datagrams:
-first with the per-destination cache (the daemon's case), then uncached (a RIB
-lookup per datagram).  For the whole hop with userspace GRE see bench/forward.py.
+first with the per-destination cache (the daemon's case), then ``fast_forward``
+(the cached common case without a verdict object), then uncached (a RIB lookup per
+datagram).  Last, the whole in-process hop without syscalls: GRE-in-IPv4 packets into
+``Dataplane.receive_ipv4`` with the forwarder's hook (the general path) and into
+``receive_ipv4_fast`` with its fast hook too (what the engine runs).  For the hop
+with sockets see bench/forward.py.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import time
 from ipaddress import IPv4Address, ip_network
 
 from alt_router.alt import AltForwarder
-from alt_router.inet import udp_packet
+from alt_router.gre import header as gre
+from alt_router.gre.config import TunnelConfig
+from alt_router.gre.dataplane import Dataplane
+from alt_router.inet import PROTO_GRE, ipv4_header, udp_packet
 from alt_router.rib import Announce, PeerInfo, Rib, Update
 
 
@@ -48,6 +55,13 @@ def main() -> None:
     rate = args.n / (time.perf_counter() - t)
     print(f"cached:   {rate:>12,.0f} datagrams/s ({args.routes} routes, {m} destinations)")
 
+    fast = cached.fast_forward
+    t = time.perf_counter()
+    for i in range(args.n):
+        fast(packets[i % m], 0, "gre-a")
+    rate = args.n / (time.perf_counter() - t)
+    print(f"fast:     {rate:>12,.0f} datagrams/s (fast_forward, cached)")
+
     uncached = AltForwarder(rib, {"b": "gre-b"})
     n = max(1, args.n // 6)
     t = time.perf_counter()
@@ -55,7 +69,25 @@ def main() -> None:
         uncached.forward(packets[i % m], "gre-a")
     rate = n / (time.perf_counter() - t)
     print(f"uncached: {rate:>12,.0f} datagrams/s (RIB lookup per datagram)")
-    assert cached.counters["forwarded"] == args.n, cached.counters
+    assert cached.counters["forwarded"] == 2 * args.n, cached.counters
+
+    a, b, here = IPv4Address("198.51.100.2"), IPv4Address("198.51.100.3"), IPv4Address("198.51.100.1")
+    tunnels = [TunnelConfig("gre-a", here, a, key=1), TunnelConfig("gre-b", here, b, key=2)]
+    outer = []
+    for p in packets:
+        wire = gre.encode(gre.GreHeader(gre.PROTO_IPV4, 1), p)
+        outer.append(ipv4_header(a, here, PROTO_GRE, len(wire)) + wire)
+    for name, plane, receive in (
+        ("general", (d := Dataplane(tunnels, cached.hook)), d.receive_ipv4),
+        ("fast", (e := Dataplane(tunnels, cached.hook, cached.fast_forward)), e.receive_ipv4_fast),
+    ):
+        t = time.perf_counter()
+        for i in range(args.n):
+            receive(outer[i % m])
+        rate = args.n / (time.perf_counter() - t)
+        assert plane.counters["gre-b"].tx_packets == args.n
+        print(f"GRE hop, {name + ':':8s} {rate:>9,.0f} datagrams/s (decapsulate, decide, encapsulate; "
+              "no syscalls)")
 
 
 if __name__ == "__main__":

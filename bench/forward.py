@@ -106,7 +106,7 @@ MIDDLE = textwrap.dedent("""
         Announce(ip_network("153.16.0.0/16"), IPv4Address("10.255.2.2"), (65002,)),)), 0.0)
     mapping = NodeMapping(config, core.rib, {p.name: tunnel_name(p, i) for i, p in enumerate(config.peers)},
                           announce=lambda p: None, withdraw=lambda p: None)
-    engine = Engine(tunnel_configs(config), mapping.hook)
+    engine = Engine(tunnel_configs(config), mapping.hook, batched=sys.argv[3] == "batched")
     engine.dataplane.fast_hook = mapping.fast_hook  # as Node.start does
     engine.open()
     loop = asyncio.new_event_loop()
@@ -297,6 +297,8 @@ def main() -> int:
     ap.add_argument("--latency-rate", type=float, default=10_000, help="datagrams/s for the latency runs")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--per-packet-syscalls", action="store_true",
+                    help="middle node without recvmmsg/sendmmsg (Engine(batched=False)), for comparison")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/forward.py needs root (network namespaces)", file=sys.stderr)
@@ -306,7 +308,8 @@ def main() -> int:
         conf = Path(tmp) / "m.toml"
         conf.write_text(NODE_CONFIG.format(state=Path(tmp) / "m-state"))
         ready = Path(tmp) / "m.ready"
-        middle = lab.spawn("m", [PY, "-c", MIDDLE, str(conf), str(ready)], name="middle")
+        io = "single" if args.per_packet_syscalls else "batched"
+        middle = lab.spawn("m", [PY, "-c", MIDDLE, str(conf), str(ready), io], name="middle")
         wait_until(lambda: ready.exists() or not middle.running(), 20, what="middle node",
                    on_timeout=middle.log_tail)
         if not middle.running():

@@ -11,10 +11,11 @@ ride userspace GRE so the two receivers see the same path.  Reported:
   (control socket) vs until FRR's summary shows all of them received;
 * peak RSS of alt-router + ExaBGP + bridge vs bgpd (sampled every 0.5 s), and
   each process's own peak RSS and CPU seconds, so the split is visible;
-* LPM lookups/s on a RIB of N prefixes through ``Rib.lookup_packed`` (the
-  forwarder's call: the destination as the packet's own 4 bytes), through
-  ``LpmTable.lookup_packed``, and through pytricia directly; destinations
-  uniform over the table, and from a working set of 4096 active ones.
+* LPM lookups/s on a RIB of N prefixes (one ``Path`` each, as ingest makes
+  them) through ``Rib.lookup_packed`` (the forwarder's call: the destination
+  as the packet's own 4 bytes) with the default DIR-24-8 FIB and with
+  ``fib="tree"``, and through pytricia directly; destinations uniform over the
+  table, and from a working set of 4096 active ones.
 
 ``--offline`` feeds ExaBGP-shaped JSON lines (1000 NLRI per line, as ExaBGP
 writes BIRD's 4 KiB UPDATEs) straight into ``NodeCore.on_line`` and reports
@@ -40,9 +41,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alt_router.rib.paths import PeerInfo
+from alt_router.rib.paths import NO_ATTRIBUTES, PeerInfo
+from alt_router.rib.paths import Path as RibPath
 from alt_router.rib.rib import Rib
-from alt_router.rib.table import LpmTable
 
 TOPOLOGY = """
 name = "ingest"
@@ -192,37 +193,44 @@ class Sampler:
 
 # --- lookups -----------------------------------------------------------------------------
 
-def lookups_per_second(nets: list[str], count: int = 1_000_000, working_set: int = 4096) -> dict[str, int]:
+def lookups_per_second(nets: list[str], count: int = 1_000_000, working_set: int = 4096) -> dict[str, float]:
     """Lookups/s on a table of ``nets``: destinations uniform over the table (every lookup a cache
     miss in the tree), and drawn from ``working_set`` active destinations (a forwarder's usual day)."""
-    rib = Rib(65001, [], [PeerInfo("s", 65100, (IPv4Address("10.255.1.1"),))])
-    table: LpmTable[int] = LpmTable(4)
-    for i, p in enumerate(nets):
-        table.insert(p, i)
-    rib_table = rib._loc.v4
-    for p in nets:
-        rib_table.set_key(p, None, new=True)  # type: ignore[arg-type] # the cost does not depend on the value
+    hop = IPv4Address("10.255.1.1")
+    peer = PeerInfo("s", 65100, (hop,))
+    ribs = {kind: Rib(65001, [], [peer], fib=kind) for kind in ("dir24", "tree")}
+    # One Path per prefix, as ingest builds them: what a lookup returns is a distinct object.
+    paths = [RibPath.from_key(p, "s", hop, hop, "s", NO_ATTRIBUTES, 0.0) for p in nets]
+    for rib in ribs.values():
+        table = rib._loc.v4
+        for p, path in zip(nets, paths, strict=True):
+            table.set_key(p, path, new=True)
     rnd = random.Random(1)
     span = len(nets) << 8
     uniform = [(BASE + rnd.randrange(span)).to_bytes(4, "big") for _ in range(count)]
     active = uniform[:working_set]
     hot = [active[rnd.randrange(working_set)] for _ in range(count)]
-    text = [str(IPv4Address(a)) for a in uniform]
-    raw_get = table._tree.get
+    raw_get = ribs["tree"]._loc.v4._tree.get
 
-    def rate(fn: Callable[[bytes], object], keys: list[bytes] | list[str]) -> int:
+    def rate(fn: Callable[[bytes], object], keys: list[bytes]) -> int:
         start = time.perf_counter()
         for k in keys:
-            fn(k)  # type: ignore[arg-type]
+            fn(k)
         return round(len(keys) / (time.perf_counter() - start))
 
-    return {
-        "lpm_lookups_per_s_rib_lookup_packed_uniform": rate(rib.lookup_packed, uniform),
-        "lpm_lookups_per_s_rib_lookup_packed_working_set": rate(rib.lookup_packed, hot),
-        "lpm_lookups_per_s_table_lookup_packed_uniform": rate(table.lookup_packed, uniform),
+    fib, tree = ribs["dir24"], ribs["tree"]
+    out: dict[str, float] = {
+        "lpm_lookups_per_s_rib_lookup_packed_uniform": rate(fib.lookup_packed, uniform),
+        "lpm_lookups_per_s_rib_lookup_packed_working_set": rate(fib.lookup_packed, hot),
+        "lpm_lookups_per_s_fib_lookup_packed_uniform": rate(fib._loc.v4.lookup_packed, uniform),
+        "lpm_lookups_per_s_rib_tree_lookup_packed_uniform": rate(tree.lookup_packed, uniform),
+        "lpm_lookups_per_s_rib_tree_lookup_packed_working_set": rate(tree.lookup_packed, hot),
         "lpm_lookups_per_s_pytricia_bytes_uniform": rate(raw_get, uniform),
-        "lpm_lookups_per_s_table_lookup_text_uniform": rate(table.lookup, text),
     }
+    out["lpm_fib_vs_tree_uniform"] = round(
+        out["lpm_lookups_per_s_rib_lookup_packed_uniform"]
+        / out["lpm_lookups_per_s_rib_tree_lookup_packed_uniform"], 2)
+    return out
 
 
 # --- offline: the daemon's pure path -------------------------------------------------------

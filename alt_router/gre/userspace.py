@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -144,6 +145,141 @@ def run_netlink(work: Callable[[Any], T]) -> T:
     return result[0]
 
 
+class _Iovec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = (
+        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(_Iovec)),
+        ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    )
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = (("hdr", _Msghdr), ("len", ctypes.c_uint))
+
+
+_MSG_DONTWAIT: Final = 0x40
+_HDR_SIZE: Final = ctypes.sizeof(_Mmsghdr)
+_LEN_AT: Final = _Mmsghdr.len.offset
+_NAME_AT: Final = _Msghdr.name.offset
+_IOV_LEN_AT: Final = _Iovec.len.offset
+_PTR: Final = struct.Struct("=Q" if ctypes.sizeof(ctypes.c_void_p) == 8 else "=I")
+_SIZE: Final = _PTR
+
+
+class MmsgIO:
+    """recvmmsg(2)/sendmmsg(2) on one raw IPv4 socket, through ctypes: one syscall per batch.
+
+    On a virtual machine a syscall's entry and exit cost about as much as CPython's whole
+    forwarding decision, so the forwarding loop receives up to ``batch`` packets in one call
+    and sends what it decided in one call.  ``recv()`` returns the packets as bytes;
+    ``queue()`` copies an outgoing packet into the send batch; ``flush()`` sends the batch
+    and returns the indices of the packets the kernel refused, for per-packet accounting.
+    """
+
+    def __init__(self, fd: int, batch: int = 64, slot: int = RECV_SIZE, tx_slot: int = RECV_SIZE) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._recvmmsg = libc.recvmmsg
+        self._recvmmsg.argtypes = (
+            ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p,
+        )
+        self._sendmmsg = libc.sendmmsg
+        self._sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+        self.fd = fd
+        self.batch = batch
+        self.slot = slot
+        self.tx_slot = tx_slot
+        self._rx_buf = (ctypes.c_char * (batch * slot))()
+        self._tx_buf = (ctypes.c_char * (batch * tx_slot))()
+        self._rx_iov = (_Iovec * batch)()
+        self._tx_iov = (_Iovec * batch)()
+        self._rx_msg = (_Mmsghdr * batch)()
+        self._tx_msg = (_Mmsghdr * batch)()
+        for i in range(batch):
+            for buf, iov, msg, size in ((self._rx_buf, self._rx_iov, self._rx_msg, slot),
+                                        (self._tx_buf, self._tx_iov, self._tx_msg, tx_slot)):
+                iov[i].base = ctypes.addressof(buf) + i * size
+                iov[i].len = size
+                msg[i].hdr.iov = ctypes.pointer(iov[i])
+                msg[i].hdr.iovlen = 1
+            self._tx_msg[i].hdr.namelen = 16  # always a sockaddr_in
+        self._rx_view = memoryview(self._rx_buf).cast("B")
+        self._tx_view = memoryview(self._tx_buf).cast("B")
+        self._rx_msg_view = memoryview(self._rx_msg).cast("B")
+        self._tx_msg_view = memoryview(self._tx_msg).cast("B")
+        self._tx_iov_view = memoryview(self._tx_iov).cast("B")
+        self._lens: dict[int, Callable[[Any, int], tuple[int, ...]]] = {}
+        self._names: dict[tuple[str, int], Any] = {}
+        # (tag, data) of each queued packet, for the caller's accounting of failures.
+        self.pending: list[tuple[str, bytes]] = []
+
+    def recv(self) -> list[bytes]:
+        """Up to ``batch`` packets; [] when none is waiting.  OSError for other errors."""
+        n = self._recvmmsg(self.fd, ctypes.addressof(self._rx_msg), self.batch, _MSG_DONTWAIT, None)
+        if n <= 0:
+            err = ctypes.get_errno()
+            if n == 0 or err in (errno.EAGAIN, errno.EINTR):
+                return []
+            raise OSError(err, os.strerror(err))
+        lens = self._lens.get(n)
+        if lens is None:
+            # One struct call reads every msg_len of the batch.
+            lens = self._lens[n] = struct.Struct(
+                "=" + "".join(f"{_LEN_AT}x I {_HDR_SIZE - _LEN_AT - 4}x " for _ in range(n))
+            ).unpack_from
+        view, slot = self._rx_view, self.slot
+        return [bytes(view[i * slot:i * slot + size]) for i, size in enumerate(lens(self._rx_msg_view, 0))]
+
+    def queue(self, tag: str, head: bytes, data: bytes, dest: tuple[str, int]) -> None:
+        """Add ``head + data`` for ``dest`` to the send batch; ``tag`` comes back if it fails.
+
+        The caller flushes before the batch is ``full``.
+        """
+        i = len(self.pending)
+        size = len(head) + len(data)
+        if i >= self.batch:
+            raise OSError(errno.ENOBUFS, "send batch full")
+        if size > self.tx_slot:
+            raise OSError(errno.EMSGSIZE, "packet larger than a batch slot")
+        start = i * self.tx_slot
+        self._tx_view[start:start + len(head)] = head
+        self._tx_view[start + len(head):start + size] = data
+        _SIZE.pack_into(self._tx_iov_view, i * ctypes.sizeof(_Iovec) + _IOV_LEN_AT, size)
+        name = self._names.get(dest)
+        if name is None:
+            # struct sockaddr_in: family in host order, port and address in network order.
+            family = struct.pack("=H", socket.AF_INET)
+            sockaddr = family + struct.pack("!H4s8x", dest[1], socket.inet_aton(dest[0]))
+            name = self._names[dest] = ctypes.create_string_buffer(sockaddr, 16)
+        _PTR.pack_into(self._tx_msg_view, i * _HDR_SIZE + _NAME_AT, ctypes.addressof(name))
+        self.pending.append((tag, data))
+
+    @property
+    def full(self) -> bool:
+        return len(self.pending) >= self.batch
+
+    def flush(self) -> list[tuple[str, bytes, OSError]]:
+        """Send the batch; returns ``(tag, data, error)`` for each packet the kernel refused."""
+        pending = self.pending
+        count = len(pending)
+        failed: list[tuple[str, bytes, OSError]] = []
+        done = 0
+        while done < count:
+            n = self._sendmmsg(self.fd, ctypes.addressof(self._tx_msg) + done * _HDR_SIZE, count - done, 0)
+            if n > 0:
+                done += n
+                continue
+            # The first unsent packet is the one the error is about; the rest are retried.
+            err = ctypes.get_errno()
+            failed.append((*pending[done], OSError(err, os.strerror(err))))
+            done += 1
+        self.pending = []
+        return failed
+
+
 class _RateLimitedLog:
     """Log the first few errors of a kind and then every 1000th, so a dead TUN cannot flood the log."""
 
@@ -167,8 +303,13 @@ class Engine:
         tunnels: Iterable[TunnelConfig],
         hook: InnerHook | None = None,
         fast_hook: FastHook | None = None,
+        *,
+        batched: bool = True,
     ) -> None:
         self.dataplane = Dataplane(tunnels, hook, fast_hook)
+        # recvmmsg/sendmmsg on the raw IPv4 socket when libc has them (see MmsgIO).
+        self.batched = batched
+        self._mmsg: MmsgIO | None = None
         self._tun_fd: dict[str, int] = {}
         self._fd_tunnel: dict[int, str] = {}
         self._sock: dict[int, socket.socket] = {}
@@ -200,6 +341,8 @@ class Engine:
             for version in {t.family for t in self.dataplane.tunnels.values()}:
                 family = socket.AF_INET if version == 4 else socket.AF_INET6
                 self._sock[version] = _raw_socket(family)
+            if self.batched and 4 in self._sock:
+                self._mmsg = _batch_io(self._sock[4].fileno(), self._egress4, self.dataplane.tunnels)
         except BaseException:
             self.close()
             raise
@@ -223,6 +366,7 @@ class Engine:
         for sock in self._sock.values():
             sock.close()
         self._sock.clear()
+        self._mmsg = None
         if self._selector is not None:
             self._selector.close()
             self._selector = None
@@ -332,7 +476,43 @@ class Engine:
                 return
             handle(encapsulate(name, packet))
 
+    def _read_ipv4_batched(self, mm: MmsgIO) -> None:
+        # The hot loop of a forwarding node: locals only, IPv4 underlay sends batched.
+        receive, egress4, handle = self.dataplane.receive_ipv4_fast, self._egress4, self._handle
+        queue = mm.queue
+        for _ in range(max(1, BATCH // mm.batch)):
+            try:
+                packets = mm.recv()
+            except OSError as exc:
+                log.warning("raw IPv4 GRE socket: %s", exc)
+                return
+            for packet in packets:
+                result = receive(packet)
+                if isinstance(result, tuple):
+                    kind, name, data = result
+                    if kind == TO_UNDERLAY and (egress := egress4.get(name)) is not None:
+                        try:
+                            queue(name, egress[0], data, egress[1])
+                        except OSError as exc:
+                            self._underlay_failed(result, exc)
+                        continue
+                # Whatever is not batched leaves after what was, as it arrived.
+                if mm.pending:
+                    self._flush(mm)
+                handle(result)
+            if mm.pending:
+                self._flush(mm)
+            if len(packets) < mm.batch:
+                return
+
+    def _flush(self, mm: MmsgIO) -> None:
+        for name, data, exc in mm.flush():
+            self._underlay_failed((TO_UNDERLAY, name, data), exc)
+
     def _read_ipv4(self, sock: socket.socket) -> None:
+        if self._mmsg is not None:
+            self._read_ipv4_batched(self._mmsg)
+            return
         # The hot loop of a forwarding node: locals only, and the IPv4 underlay send inline.
         recv, sendto = sock.recv, sock.sendto
         receive, egress4, handle = self.dataplane.receive_ipv4_fast, self._egress4, self._handle
@@ -452,3 +632,14 @@ class Engine:
 
 
 LocalHandler = Callable[[str, bytes], None]
+
+
+def _batch_io(fd: int, egress4: dict[str, Any], tunnels: dict[str, TunnelConfig]) -> MmsgIO | None:
+    """An MmsgIO for the raw IPv4 socket, or None where libc lacks recvmmsg/sendmmsg."""
+    # An outer packet never exceeds its tunnel's underlay MTU: the dataplane refuses bigger inners.
+    tx_slot = max((tunnels[name].underlay_mtu for name in egress4), default=1500)
+    try:
+        return MmsgIO(fd, tx_slot=tx_slot)
+    except (AttributeError, OSError) as exc:
+        log.info("no recvmmsg/sendmmsg (%s): one syscall per packet", exc)
+        return None

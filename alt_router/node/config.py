@@ -27,6 +27,8 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from alt_router.rib.fib import FIB_KINDS, FibKind
+
 IPAddress = IPv4Address | IPv6Address
 Prefix = IPv4Network | IPv6Network
 Interface = IPv4Interface | IPv6Interface
@@ -69,6 +71,7 @@ class NodeSection:
     tunnel_mode: TunnelMode = "auto"
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     max_prefix: int = DEFAULT_MAX_PREFIX
+    fib: FibKind = "dir24"
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,10 +439,11 @@ def _read_node(r: _Reader, doc: dict[str, Any]) -> NodeSection | None:
     mode = r.get(t, "tunnel_mode", p, _choice(TUNNEL_MODES), "auto")
     state_dir = r.get(t, "state_dir", p, lambda v: Path(_secret(v)), Path(DEFAULT_STATE_DIR))
     max_prefix = r.get(t, "max_prefix", p, _int_range(1, 10_000_000), DEFAULT_MAX_PREFIX)
+    fib = r.get(t, "fib", p, _choice(FIB_KINDS), "dir24")
     r.done(t, p)
     if name is None or asn is None or router_id is None:
         return None
-    return NodeSection(name, asn, router_id, mode, state_dir, max_prefix)
+    return NodeSection(name, asn, router_id, mode, state_dir, max_prefix, fib)
 
 
 def _read_eid(r: _Reader, doc: dict[str, Any]) -> EidSection:

@@ -77,7 +77,7 @@ class NodeCore:
         self.config = config
         self.local_asn = config.node.asn
         infos = [PeerInfo(p.name, p.asn, p.tunnel.remotes, p.max_prefix) for p in config.peers]
-        self.rib = Rib(self.local_asn, config.eid.accept, infos, stream)
+        self.rib = Rib(self.local_asn, config.eid.accept, infos, stream, fib=config.node.fib)
         self.reader = api.ApiReader()
         self.counters: Counter[str] = Counter()
         self.router_ids: dict[str, IPv4Address] = {}

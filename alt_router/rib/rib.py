@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 
 from alt_router.rib.events import Event, EventStream, PeerDown, PeerUp, RouteChange
+from alt_router.rib.fib import FibKind
 from alt_router.rib.paths import (
     AFI_IPV4,
     AFI_IPV6,
@@ -38,7 +39,7 @@ from alt_router.rib.paths import (
     best_path,
 )
 from alt_router.rib.policy import DropCounters, DropReason, ImportPolicy, TeardownPeer
-from alt_router.rib.table import DualTable, TableError, as_prefix
+from alt_router.rib.table import DualTable, TableError, as_address, as_prefix
 
 Output = Event | TeardownPeer
 AFIS = (AFI_IPV4, AFI_IPV6)
@@ -60,7 +61,7 @@ class PeerStatus:
 class Rib:
     def __init__(
         self, local_asn: int, accept: Iterable[Prefix], peers: Iterable[PeerInfo],
-        stream: EventStream | None = None,
+        stream: EventStream | None = None, fib: FibKind = "dir24",
     ) -> None:
         peers = list(peers)
         self.policy = ImportPolicy(local_asn, accept, peers)
@@ -69,7 +70,8 @@ class Rib:
         self.stats: Counter[str] = Counter()
         self._peers: dict[str, PeerStatus] = {p.name: PeerStatus(p) for p in peers}
         self._states = list(self._peers.values())
-        self._loc: DualTable[Path] = DualTable()
+        # fib="dir24": IPv4 longest match from a DIR-24-8 array (alt_router/rib/fib.py).
+        self._loc: DualTable[Path] = DualTable(fib)
         self._router_ids: dict[str, IPv4Address] = {}
         self._publish_quiet = self.stream.publish_quiet
         # Bound once: _reselect runs per route, and every Python-level hop costs there.
@@ -209,10 +211,11 @@ class Rib:
     def lookup(self, address: str | IPAddress) -> Path | None:
         """Best path of the longest prefix covering ``address`` (None for no route or a bad address)."""
         try:
-            found = self._loc.lookup(address)
+            packed = as_address(address).packed
         except TableError:
             return None
-        return found[1] if found else None
+        # The packed path: no prefix object is built for an answer that is only the path.
+        return self.lookup_packed(packed)
 
     def lookup_packed(self, packed: bytes) -> Path | None:
         """Best path for a raw 4- or 16-byte destination address: the forwarding fast path."""
