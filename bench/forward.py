@@ -1,6 +1,7 @@
 """Map-Request ALT datagrams through one alt_router hop (userspace GRE in and out) vs the kernel.
 
 Run as root:  python bench/forward.py [--seconds 3] [--latency-rate 10000] [--latency-seconds 3]
+              [--per-packet-syscalls]
 
 Builds its own lab and tears it down at the end:
 
@@ -11,12 +12,14 @@ Builds its own lab and tears it down at the end:
 EID in 153.16.0.0/16, a fresh nonce each) either GRE-encapsulated to m (a raw
 protocol-47 socket, GRE key 1) or as plain IP packets routed through k.  m runs
 exactly what ``alt-router run`` runs for the data path (``Engine`` attached to
-asyncio, ``NodeMapping.hook``), with one route 153.16.0.0/16 learned from peer r:
-it decapsulates, decides, decrements the TTL and re-encapsulates towards r (key 2).
-Throughput is what arrives at r (its interface counters) per second while s
-sends as fast as it can.  Latency is measured in the middle node with a pair of
-packet captures (AF_PACKET, kernel receive/transmit timestamps, matched by the
-Map-Request nonce) while s sends at a fixed rate: the time the hop adds.
+asyncio, ``NodeMapping.hook`` and ``fast_hook``), with one route 153.16.0.0/16
+learned from peer r: it decapsulates, decides, decrements the TTL and
+re-encapsulates towards r (key 2).  Throughput is what arrives at r (its
+interface counters) per second while s sends as fast as it can (64 datagrams per
+sendmmsg, so that the sender outruns both paths).  Latency is measured in the
+middle node with a pair of packet captures (AF_PACKET, kernel receive/transmit
+timestamps, matched by the Map-Request nonce) while s sends at a fixed rate: the
+time the hop adds.
 """
 
 from __future__ import annotations

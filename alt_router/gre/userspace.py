@@ -3,7 +3,9 @@
 This is the edge around :class:`alt_router.gre.dataplane.Dataplane`; it owns
 the file descriptors and netlink calls and nothing else.  The same
 ``_on_readable`` core runs under a selectors loop (``run_forever``, ``start``)
-or inside an asyncio loop (``attach``).
+or inside an asyncio loop (``attach``).  It calls the dataplane's fast entry
+points and, on the raw IPv4 socket, moves packets in batches (``MmsgIO``):
+see docs/gre.md, "The fast path".
 """
 
 from __future__ import annotations

@@ -62,14 +62,16 @@ def assert_matches(table: LpmTable[int], ref: pytricia.PyTricia, addresses: set[
 # of every failing example while it shrinks, and a traceback keeps its frames' tables alive (up to
 # 80 MiB of touched pages each), so no frame holding a FIB may appear in one.
 
-def run_table_ops(ops: list[tuple[bool, tuple[int, int], int]], extra: list[int]) -> str | None:
+def run_table_ops(ops: list[tuple[str, tuple[int, int], int]], extra: list[int]) -> str | None:
     table: LpmTable[int] = LpmTable(4, "dir24")
     ref = pytricia.PyTricia(32)
     present: set[tuple[int, int]] = set()
     try:
-        for step, (is_insert, prefix, value) in enumerate(ops):
+        for step, (action, drawn, value) in enumerate(ops):
+            # "remove" takes a prefix that is there (the drawn one is mostly not).
+            prefix = sorted(present)[value % len(present)] if action == "remove" and present else drawn
             key = text(prefix)
-            if is_insert:
+            if action == "insert":
                 # Few distinct values: neighbours holding equal values must stay independent.
                 table.insert(key, value)
                 ref[key] = value
@@ -88,11 +90,12 @@ def run_table_ops(ops: list[tuple[bool, tuple[int, int], int]], extra: list[int]
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    ops=st.lists(st.tuples(st.booleans(), prefixes(), st.integers(0, 3)), min_size=1, max_size=25),
+    ops=st.lists(st.tuples(st.sampled_from(["insert", "insert", "delete", "remove"]), prefixes(),
+                           st.integers(0, 3)), min_size=1, max_size=25),
     extra=st.lists(st.integers(0, 0xFFFFFFFF), max_size=20),
 )
 def test_fib_matches_pytricia_after_every_step(
-    ops: list[tuple[bool, tuple[int, int], int]], extra: list[int],
+    ops: list[tuple[str, tuple[int, int], int]], extra: list[int],
 ) -> None:
     failure = run_table_ops(ops, extra)
     assert failure is None, failure
@@ -194,6 +197,19 @@ def test_replace_value_even_when_fully_shadowed() -> None:
     assert t.delete("10.1.2.0/25")
     assert at(t, "10.1.2.1") == "new" and at(t, "10.1.2.65") == "new26"
     assert len(t) == 3
+
+
+def test_a_block_under_a_new_24_collapses_to_it() -> None:
+    t = table_of("10.0.0.0/8", "10.1.2.128/25")
+    t.insert("10.1.2.0/24", "10.1.2.0/24")  # arrives after its more-specific: becomes the block's base
+    assert t.delete("10.1.2.128/25")
+    assert at(t, "10.1.2.200") == at(t, "10.1.2.1") == "10.1.2.0/24"
+    t.insert("10.1.2.0/24", "replaced")
+    assert at(t, "10.1.2.200") == "replaced"
+    t.insert("10.1.2.64/26", "26")
+    assert t.delete("10.1.2.0/24")  # the base goes: the block falls back to the /8
+    assert t.delete("10.1.2.64/26")
+    assert at(t, "10.1.2.200") == at(t, "10.1.2.65") == "10.0.0.0/8"
 
 
 def test_level2_blocks_are_reused() -> None:
