@@ -126,6 +126,11 @@ class AltForwarder:
             generation=lambda: stream.last_seq,
         )
 
+    def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
+        """A new peer-to-tunnel map (peers added or removed by a config reload)."""
+        self.tunnels = dict(tunnels)
+        self._cache.clear()
+
     # --- local prefixes --------------------------------------------------------------------
 
     def add_local(self, prefix: Prefix) -> None:

@@ -142,35 +142,62 @@ class Dataplane:
         self.hook = hook
         # Only consulted by the fast entry points, and only together with ``hook``.
         self.fast_hook = fast_hook
-        self.counters: dict[str, Counters] = {name: Counters() for name in self.tunnels}
+        self.counters: dict[str, Counters] = {}
         # Packets that match no tunnel at all are counted here.
         self.unmatched = Counters()
         self._by_endpoints: dict[tuple[IPAddress, IPAddress], dict[int | None, TunnelConfig]] = {}
-        for t in self.tunnels.values():
-            self._by_endpoints.setdefault((t.local, t.remote), {})[t.key] = t
-        self._next_seq: dict[str, int] = dict.fromkeys(self.tunnels, 0)
+        self._next_seq: dict[str, int] = {}
         # Fast path: without checksum or sequence numbers a tunnel's GRE header
         # is a constant per protocol type, so it is prepended and matched as bytes.
-        self._fixed: dict[str, dict[int, bytes]] = {
-            t.name: {proto: gre.encode(gre.GreHeader(proto, t.key), b"") for proto in gre.PROTOCOLS}
-            for t in self.tunnels.values() if not (t.checksum or t.sequence)
-        }
-        self._packed: dict[tuple[bytes, bytes], tuple[IPAddress, IPAddress]] = {
-            (t.local.packed, t.remote.packed): (t.local, t.remote) for t in self.tunnels.values()
-        }
+        self._fixed: dict[str, dict[int, bytes]] = {}
+        self._packed: dict[tuple[bytes, bytes], tuple[IPAddress, IPAddress]] = {}
         # The fast paths' tables.  Receive: remote, local and the constant GRE header, as the
         # bytes they are on the wire (for IPv4, outer header bytes 12-20 followed by GRE),
         # to (tunnel, GRE header length, inner IP version, counters).  Send: the two
         # constant headers, the MTU and the counters.
         self._rx: dict[bytes, tuple[str, int, int, Counters]] = {}
         self._tx: dict[str, tuple[bytes, bytes, int, Counters]] = {}
-        for name, fixed in self._fixed.items():
-            t = self.tunnels[name]
-            counters = self.counters[name]
-            self._tx[name] = (fixed[gre.PROTO_IPV4], fixed[gre.PROTO_IPV6], t.mtu, counters)
-            for proto, version in ((gre.PROTO_IPV4, 4), (gre.PROTO_IPV6, 6)):
-                head = fixed[proto]
-                self._rx[t.remote.packed + t.local.packed + head] = (name, len(head), version, counters)
+        for t in self.tunnels.values():
+            self._index(t)
+
+    # -- tunnels at run time (a config reload) -----------------------------------------------
+
+    def add_tunnel(self, tunnel: TunnelConfig) -> None:
+        """Serve one more tunnel; TunnelConfigError if its name or (local, remote, key) is taken."""
+        check_set([*self.tunnels.values(), tunnel])
+        self.tunnels[tunnel.name] = tunnel
+        self._index(tunnel)
+
+    def remove_tunnel(self, name: str) -> TunnelConfig | None:
+        """Stop serving tunnel ``name`` (its counters go with it); the removed config, if it existed."""
+        t = self.tunnels.pop(name, None)
+        if t is None:
+            return None
+        del self.counters[name], self._next_seq[name]
+        same = self._by_endpoints[(t.local, t.remote)]
+        del same[t.key]
+        if not same:
+            del self._by_endpoints[(t.local, t.remote)]
+            del self._packed[(t.local.packed, t.remote.packed)]
+        if self._fixed.pop(name, None) is not None:
+            del self._tx[name]
+            self._rx = {k: v for k, v in self._rx.items() if v[0] != name}
+        return t
+
+    def _index(self, t: TunnelConfig) -> None:
+        counters = self.counters[t.name] = Counters()
+        self._next_seq[t.name] = 0
+        self._by_endpoints.setdefault((t.local, t.remote), {})[t.key] = t
+        self._packed[(t.local.packed, t.remote.packed)] = (t.local, t.remote)
+        if t.checksum or t.sequence:
+            return
+        fixed = self._fixed[t.name] = {
+            proto: gre.encode(gre.GreHeader(proto, t.key), b"") for proto in gre.PROTOCOLS
+        }
+        self._tx[t.name] = (fixed[gre.PROTO_IPV4], fixed[gre.PROTO_IPV6], t.mtu, counters)
+        for proto, version in ((gre.PROTO_IPV4, 4), (gre.PROTO_IPV6, 6)):
+            head = fixed[proto]
+            self._rx[t.remote.packed + t.local.packed + head] = (t.name, len(head), version, counters)
 
     # -- receive ---------------------------------------------------------------------------
 

@@ -324,11 +324,14 @@ class Engine:
         # With IP_HDRINCL Linux always fills in total length and checksum (and the ID
         # when zero), so the outer IPv4 header is a per-tunnel constant.
         # One lookup per packet on the fast path: tunnel -> (outer header, socket address).
-        self._egress4: dict[str, tuple[bytes, tuple[str, int]]] = {
-            t.name: (ipv4_header(t.local, t.remote, PROTO_GRE, 0, ttl=t.ttl), (str(t.remote), 0))
-            for t in self.dataplane.tunnels.values()
-            if isinstance(t.local, IPv4Address) and isinstance(t.remote, IPv4Address)
-        }
+        self._egress4: dict[str, tuple[bytes, tuple[str, int]]] = {}
+        for t in self.dataplane.tunnels.values():
+            self._add_egress(t)
+
+    def _add_egress(self, t: TunnelConfig) -> None:
+        if isinstance(t.local, IPv4Address) and isinstance(t.remote, IPv4Address):
+            head = ipv4_header(t.local, t.remote, PROTO_GRE, 0, ttl=t.ttl)
+            self._egress4[t.name] = (head, (str(t.remote), 0))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -353,6 +356,58 @@ class Engine:
             f"{t.name} {t.local}->{t.remote} key={t.key} mtu={t.mtu}"
             for t in self.dataplane.tunnels.values()
         ))
+
+    def add_tunnel(self, config: TunnelConfig) -> None:
+        """Bring one more tunnel up while running (a config reload); the others are not touched.
+
+        TunnelConfigError if it clashes with a served tunnel, TunnelSetupError (and nothing
+        left behind) if its TUN device or raw socket cannot be made.
+        """
+        self.dataplane.add_tunnel(config)
+        new_fds: list[int] = []
+        try:
+            fd = open_tun(config.name)
+            new_fds.append(fd)
+            run_netlink(lambda ipr: configure_link(ipr, config))
+            if config.family not in self._sock:
+                sock = _raw_socket(socket.AF_INET if config.family == 4 else socket.AF_INET6)
+                self._sock[config.family] = sock
+                new_fds.append(sock.fileno())
+        except BaseException:
+            for made in new_fds[:1]:
+                os.close(made)
+            self.dataplane.remove_tunnel(config.name)
+            raise
+        self._tun_fd[config.name] = fd
+        self._fd_tunnel[fd] = config.name
+        self._add_egress(config)
+        mm = self._mmsg
+        if self.batched and 4 in self._sock and (mm is None or config.underlay_mtu > mm.tx_slot):
+            # A batch slot must hold the new tunnel's biggest outer packet.
+            self._mmsg = _batch_io(self._sock[4].fileno(), self._egress4, self.dataplane.tunnels)
+        for new_fd in new_fds:
+            self._watch(new_fd)
+        log.info("userspace GRE tunnel added: %s %s->%s key=%s mtu=%d", config.name, config.local,
+                 config.remote, config.key, config.mtu)
+
+    def remove_tunnel(self, name: str) -> bool:
+        """Take tunnel ``name`` down while running (its TUN device goes); False if it was not served."""
+        if self.dataplane.remove_tunnel(name) is None:
+            return False
+        self._egress4.pop(name, None)
+        fd = self._tun_fd.pop(name, None)
+        if fd is not None:
+            self._fd_tunnel.pop(fd, None)
+            self._forget_fd(fd)
+            os.close(fd)
+        log.info("userspace GRE tunnel removed: %s", name)
+        return True
+
+    def _watch(self, fd: int) -> None:
+        if self._selector is not None:
+            self._selector.register(fd, selectors.EVENT_READ)
+        if self._loop is not None:
+            self._loop.add_reader(fd, self._on_readable, fd)
 
     def close(self) -> None:
         """Release everything; closing a TUN fd deletes its device."""

@@ -164,6 +164,40 @@ class MapServer:
             return [Withdraw(p) for p in site.prefixes]
         return []
 
+    def set_sites(self, sites: Iterable[SiteConfig | Site], now: float) -> list[Out]:
+        """Replace the configured sites (a config reload); the announcements that must change.
+
+        A removed site loses its registrations and its announcement.  A site whose key or
+        algorithm changed loses its registrations too (a new key is normally a revoked old
+        one; the ETR re-registers within its register interval).  A site whose prefixes
+        changed keeps the registrations its new prefixes still allow, and its announcement
+        follows the new prefixes.  Sites left unchanged are not touched.
+        """
+        out = self.tick(now)
+        new = {site.name: site for site in (s if isinstance(s, Site) else Site.from_config(s) for s in sites)}
+        for name, old in list(self.sites.items()):
+            site = new.get(name)
+            if site == old:
+                continue
+            rekeyed = site is None or (site.key, site.algorithm_id) != (old.key, old.algorithm_id)
+            for key, reg in list(self._regs.items()):
+                if reg.site == name and (rekeyed or site is None or not site.allows(reg.prefix)):
+                    del self._regs[key]
+                    self.counters["dropped-on-reload"] += 1
+            if name not in self._announced:
+                continue
+            active = site is not None and (site.always_announce or any(k[0] == name for k in self._regs))
+            keep = set(site.prefixes) if site is not None and active else set()
+            out.extend(Withdraw(p) for p in old.prefixes if p not in keep)
+            if site is not None and active:
+                out.extend(Announce(p) for p in site.prefixes if p not in set(old.prefixes))
+            else:
+                self._announced.discard(name)
+        self.sites = new
+        for site in new.values():
+            out.extend(self._reannounce(site))
+        return out
+
     # --- Map-Register ----------------------------------------------------------------------
 
     def handle_register(self, data: bytes, src: IPAddress, sport: int, now: float) -> list[Out]:

@@ -216,6 +216,36 @@ class NodeCore:
         self.exported.clear()
         return []
 
+    # --- peers added and removed by a config reload -------------------------------------------
+
+    def set_peers(self, config: NodeConfig, now: float) -> list[str]:
+        """Switch to ``config``'s peer set: new peers join the RIB (down), removed ones leave it.
+
+        Returns the commands for the remaining peers (withdrawals of what only a removed peer
+        gave us, alternatives where another peer has a path).  Routes are exported to a new
+        peer by ``on_bridge_connected``'s full re-send, once ExaBGP knows the neighbor.
+        """
+        new = {p.name: p for p in config.peers}
+        out: list[Output] = []
+        for name in [n for n in self._peers if n not in new]:
+            out += self.rib.remove_peer(name, now)
+            self.router_ids.pop(name, None)
+        cmds = [c for c in self._outputs(out) if not any(
+            c.startswith(f"neighbor {p.tunnel.session[1]} ") for n, p in self._peers.items() if n not in new)]
+        for p in config.peers:
+            info = PeerInfo(p.name, p.asn, p.tunnel.remotes, p.max_prefix)
+            if p.name not in self._peers:
+                self.rib.add_peer(info)
+            elif self._peers[p.name].max_prefix != p.max_prefix:
+                self.rib.update_peer(info)
+        self.config = config
+        self._peers = dict(new)
+        # With a single peer nothing was exported (see _export); with two or more everything is.
+        own = {*self.static, *self.dynamic}
+        self.exported = {path.prefix: path for path in self.rib.routes() if path.prefix not in own} \
+            if len(self._peers) >= 2 else {}
+        return cmds
+
     # --- run-time announcements -------------------------------------------------------------
 
     def announce(self, prefix: str | Prefix) -> list[str]:

@@ -76,13 +76,14 @@ def tunnel_name(peer: PeerConfig, index: int) -> str:
     return name if len(name) <= 15 and all(c.isalnum() or c in "-_" for c in name) else f"alt{index}"
 
 
+def tunnel_config(peer: PeerConfig, name: str) -> TunnelConfig:
+    addresses = tuple(a for a in (peer.tunnel.local_ipv4, peer.tunnel.local_ipv6) if a is not None)
+    return TunnelConfig(name=name, local=peer.underlay.local, remote=peer.underlay.remote, key=peer.key,
+                        addresses=addresses)
+
+
 def tunnel_configs(config: NodeConfig) -> list[TunnelConfig]:
-    out = []
-    for i, peer in enumerate(config.peers):
-        addresses = tuple(a for a in (peer.tunnel.local_ipv4, peer.tunnel.local_ipv6) if a is not None)
-        out.append(TunnelConfig(name=tunnel_name(peer, i), local=peer.underlay.local,
-                                remote=peer.underlay.remote, key=peer.key, addresses=addresses))
-    return out
+    return [tunnel_config(peer, tunnel_name(peer, i)) for i, peer in enumerate(config.peers)]
 
 
 def bridge_command(state_dir: Path) -> str:
@@ -123,9 +124,11 @@ class Node:
         # Every node forwards ALT datagrams (and runs its MR/MS/ETR roles) unless a test brings
         # its own hook; kernel GRE cannot run a hook, see docs/mapping.md.
         self.mapping: NodeMapping | None = None
+        # Peer name -> tunnel name; a reload keeps the names of the peers it keeps.
+        self.tunnel_names = {p.name: tunnel_name(p, i) for i, p in enumerate(config.peers)}
         if hook is None:
             self.mapping = NodeMapping(
-                config, self.core.rib, {p.name: tunnel_name(p, i) for i, p in enumerate(config.peers)},
+                config, self.core.rib, self.tunnel_names,
                 announce=self.announce, withdraw=self.withdraw,
             )
             if config.node.tunnel_mode != "kernel":
@@ -376,26 +379,107 @@ class Node:
         # The state dir may come from `run --state-dir`; it cannot change while running anyway.
         new = dataclasses.replace(new, node=dataclasses.replace(new.node, state_dir=self.state_dir))
         todo = reload_plan(self.config, new)
-        applied = dataclasses.replace(self.config, eid=dataclasses.replace(self.config.eid,
-                                                                            announce=new.eid.announce))
-        self.config = self.core.config = applied
+        try:
+            todo = self._apply_peers(todo, new)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("reload: peer changes not applied, still running the previous peers: %s", exc)
+            todo = dataclasses.replace(todo, peers_added=(), peers_removed=(), peers_updated=(),
+                                       restart=(*todo.restart, f"peers not applied: {exc}"))
+        keep = {p.name for p in todo.peers_added} | {p.name for p in todo.peers_updated}
+        peers = tuple(p for p in self.config.peers if p.name not in todo.peers_removed) + todo.peers_added
+        applied = dataclasses.replace(
+            self.config,
+            eid=dataclasses.replace(self.config.eid, announce=new.eid.announce),
+            peers=tuple(next((n for n in new.peers if n.name == p.name), p) if p.name in keep else p
+                        for p in peers),
+            map_server=new.map_server if todo.sites is not None else self.config.map_server,
+        )
+        self.config = applied
+        self.send(self.core.set_peers(applied, self.clock()))
+        if todo.sites is not None and self.mapping is not None:
+            self.mapping.set_sites(todo.sites)
         if applied.exabgp.config is None:
             self.core.static = frozenset(applied.eid.announce)
             self._prepare_exabgp_config_text()
+        for name in todo.peers_removed:
+            self._remove_tunnel(name)
         pid = self.supervisor.pid
         if pid is not None and (todo.live_changes or applied.exabgp.config is not None):
             # ExaBGP's reload: sessions whose neighbor is unchanged stay up, routes change by delta.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
             # ExaBGP may lose API-announced routes over a reload (exabgp#1126); re-send them.
+            # The re-send is also what exports our routes to a new peer, once ExaBGP has
+            # read its neighbor: twice, as nothing says when ExaBGP got to the signal.
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_later(
-                    1.0, lambda: self.send(self.core.on_bridge_connected()))
+                loop = asyncio.get_running_loop()
+                for delay in (1.0, 3.0):
+                    loop.call_later(delay, lambda: self.send(self.core.on_bridge_connected()))
         log.log(logging.WARNING if todo.restart else logging.INFO, "reloaded %s: %s",
                 self.config.source, todo.summary(),
                 extra={"announced": len(todo.announce), "withdrawn": len(todo.withdraw),
                        "needs_restart": len(todo.restart)})
         return todo
+
+    def _apply_peers(self, todo: ReloadPlan, new: NodeConfig) -> ReloadPlan:
+        """Make the new peers' tunnels (all or none); the plan, less peers that cannot be added."""
+        if not todo.peers_added:
+            return todo
+        index = {p.name: i for i, p in enumerate(new.peers)}
+        names: dict[str, str] = {}
+        taken = set(self.tunnel_names.values())
+        for peer in todo.peers_added:
+            name = tunnel_name(peer, index[peer.name])
+            j = index[peer.name]
+            while name in taken:  # the index-based fallback name of a peer removed earlier
+                j += 1
+                name = f"alt{j}"
+            taken.add(name)
+            names[peer.name] = name
+        made: list[str] = []
+        if self.with_tunnels and self.tunnels is not None and not isinstance(self.tunnels, Engine):
+            raise RuntimeError("the running tunnels are kernel GRE")
+        try:
+            for peer in todo.peers_added:
+                if not self.with_tunnels:
+                    continue
+                engine = self.tunnels if isinstance(self.tunnels, Engine) else None
+                if engine is not None:
+                    engine.add_tunnel(tunnel_config(peer, names[peer.name]))
+                else:
+                    self._start_tunnels_for(tunnel_config(peer, names[peer.name]))
+                made.append(names[peer.name])
+        except BaseException:
+            for name in made:
+                self._remove_tunnel_named(name)
+            raise
+        self.tunnel_names.update(names)
+        if self.mapping is not None:
+            self.mapping.set_tunnels(self.tunnel_names)
+        return todo
+
+    def _start_tunnels_for(self, config: TunnelConfig) -> None:
+        # The node had no peer, so no engine yet: start one like start() does.
+        engine = make_tunnels([config], self.config.node.tunnel_mode, self.hook)
+        engine.open()
+        self.tunnels = engine
+        if isinstance(engine, Engine):
+            if self.mapping is not None and self.hook == self.mapping.hook:
+                engine.dataplane.fast_hook = self.mapping.fast_hook
+                self.mapping.tunnel_sender = engine
+            with contextlib.suppress(RuntimeError):
+                engine.attach(asyncio.get_running_loop())
+
+    def _remove_tunnel(self, peer: str) -> None:
+        name = self.tunnel_names.pop(peer, None)
+        if self.mapping is not None:
+            self.mapping.set_tunnels(self.tunnel_names)
+        if name is not None:
+            self._remove_tunnel_named(name)
+
+    def _remove_tunnel_named(self, name: str) -> None:
+        if isinstance(self.tunnels, Engine):
+            self.tunnels.remove_tunnel(name)
 
     def _prepare_exabgp_config_text(self) -> None:
         write_atomic(self.state_dir / EXABGP_CONFIG, exabgp_config_text(self.config))

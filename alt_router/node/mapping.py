@@ -41,7 +41,7 @@ from alt_router.mapping.actions import Action, Announce, IPAddress, Prefix, Send
 from alt_router.mapping.etr import Etr
 from alt_router.mapping.map_resolver import MapResolver
 from alt_router.mapping.map_server import MapServer
-from alt_router.node.config import NodeConfig
+from alt_router.node.config import NodeConfig, SiteConfig
 from alt_router.rib import Rib
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,16 @@ class NodeMapping:
         if self.ms is None:
             return set()
         return {p for site in self.ms.sites.values() if not site.always_announce for p in site.prefixes}
+
+    def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
+        """Peers added or removed by a config reload: the forwarder's peer-to-tunnel map."""
+        self.forwarder.set_tunnels(tunnels)
+
+    def set_sites(self, sites: tuple[SiteConfig, ...]) -> None:
+        """Map-Server sites changed by a config reload: carry out the announcements that follow."""
+        if self.ms is not None:
+            self.execute(self.ms.set_sites(sites, self.clock()))
+            self._reschedule()
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -81,6 +81,15 @@ class ImportPolicy:
             for addr in peer.addresses:
                 self._by_address[addr] = peer
 
+    def add_peer(self, peer: PeerInfo) -> None:
+        for addr in peer.addresses:
+            self._by_address[addr] = peer
+
+    def remove_peer(self, peer: PeerInfo) -> None:
+        for addr in peer.addresses:
+            if self._by_address.get(addr) is not None and self._by_address[addr].name == peer.name:
+                del self._by_address[addr]
+
     def accepts_prefix(self, prefix: Prefix) -> bool:
         return bool(self._accept.covering(prefix))
 

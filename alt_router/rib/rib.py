@@ -89,6 +89,37 @@ class Rib:
     def peers(self) -> Iterator[PeerStatus]:
         return iter(self._peers.values())
 
+    def add_peer(self, info: PeerInfo) -> None:
+        """Configure one more peer at run time (a config reload); it starts down, without routes."""
+        if info.name in self._peers:
+            raise ValueError(f"peer {info.name} is configured already")
+        self._peers[info.name] = PeerStatus(info)
+        self._states = list(self._peers.values())
+        self.policy.add_peer(info)
+
+    def update_peer(self, info: PeerInfo) -> None:
+        """Replace a peer's settings that the RIB applies per route (max-prefix) without a session reset."""
+        state = self._peers[info.name]
+        if info.addresses != state.info.addresses:
+            raise ValueError(f"peer {info.name}: its addresses cannot change while it is configured")
+        state.info = info
+        self.policy.add_peer(info)
+
+    def remove_peer(self, name: str, now: float) -> list[Output]:
+        """Unconfigure peer ``name``: its routes are withdrawn (falling back to other peers' paths)."""
+        state = self._peers.get(name)
+        if state is None:
+            return []
+        out = self.peer_down(name, "removed from the config", now)
+        leftover, state.adj_in = state.adj_in, {}
+        del self._peers[name]
+        self._states = list(self._peers.values())
+        self._router_ids.pop(name, None)
+        self.policy.remove_peer(state.info)
+        for key in leftover:
+            self._reselect(key, out)
+        return out
+
     def peer_name_for(self, address: str | IPAddress) -> str | None:
         """Name of the configured peer whose tunnel address is ``address`` (as ExaBGP reports it)."""
         try:

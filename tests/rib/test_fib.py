@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from ipaddress import IPv4Network, ip_address, ip_network
 
 import pytest
@@ -225,6 +226,20 @@ def test_level2_blocks_are_reused() -> None:
         assert at(t, "10.1.3.17") == "10.0.0.0/8"
     # Four blocks at most, whatever the churn: emptied blocks go back to the free list.
     assert len(fib._l2) == 4 * 256
+
+
+def test_a_deleted_routes_value_is_released() -> None:
+    class Hop:
+        pass
+
+    t: LpmTable[Hop] = LpmTable(4, "dir24")
+    for key in ("10.1.0.0/16", "10.1.2.0/24", "10.1.2.4/30"):
+        hop = Hop()
+        t.insert(key, hop)
+        ref = weakref.ref(hop)
+        del hop
+        assert t.delete(key)
+        assert ref() is None, key  # the FIB does not keep a route's value alive after it is gone
 
 
 def test_equal_values_stay_per_prefix() -> None:
