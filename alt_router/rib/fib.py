@@ -127,25 +127,40 @@ class Dir24Fib(Generic[V]):
         self._free: list[int] = []
         self._slots: dict[int, int] = {}  # network << 6 | length -> slot, for lengths other than 24
         self._count = 0
-        self.lookup_packed = self._make_lookup()
+        self.lookup_packed = self.make_lookup()
 
-    def _make_lookup(self) -> Callable[[bytes], V | None]:
+    def make_lookup(self, other: Callable[[bytes], V | None] | None = None) -> Callable[[bytes], V | None]:
+        """A lookup closure over the arrays: ``lookup_packed`` itself, or, given ``other``, one that
+        hands every address that is not 4 bytes long (IPv6) to ``other`` instead of answering None,
+        so a caller serving both families makes one Python call per IPv4 lookup, not two."""
         # Everything the hot path touches is a closure cell; the constants are literals.
         l1, l2, values = self._l1, self._l2, self._values
-        # unpack rejects any length but 4 inside its C call: a free length check, and the
-        # try costs nothing (3.11) until something does raise.
-        unpack, error = struct.Struct("!I").unpack, struct.error
+        if other is None:
+            # unpack rejects any length but 4 inside its C call: a free length check, and the
+            # try costs nothing (3.11) until something does raise.
+            unpack, error = struct.Struct("!I").unpack, struct.error
 
-        def lookup_packed(packed: bytes) -> V | None:
-            try:
-                e: int = l1[unpack(packed)[0] >> 8]
-            except error:
-                return None
+            def lookup_packed(packed: bytes) -> V | None:
+                try:
+                    e: int = l1[unpack(packed)[0] >> 8]
+                except error:
+                    return None
+                if e & 0x8000_0000:
+                    e = l2[((e ^ 0x8000_0000) << 8) | packed[3]]
+                return values[e]
+
+            return lookup_packed
+        from_bytes = int.from_bytes
+
+        def lookup_either(packed: bytes) -> V | None:
+            if len(packed) != 4:
+                return other(packed)
+            e = l1[from_bytes(packed, "big") >> 8]
             if e & 0x8000_0000:
                 e = l2[((e ^ 0x8000_0000) << 8) | packed[3]]
             return values[e]
 
-        return lookup_packed
+        return lookup_either
 
     # --- queries -------------------------------------------------------------------------
 

@@ -271,6 +271,14 @@ class DualTable(Generic[V]):
             return self.v6.lookup_packed(packed)
         return None
 
+    def lookup_packed_function(self) -> Callable[[bytes], V | None]:
+        """``lookup_packed`` as one callable to bind once: with the IPv4 FIB, its own closure
+        (IPv6 and bad lengths handed on to the IPv6 tree), so an IPv4 lookup is one Python call."""
+        fib = self.v4._fib
+        if fib is None:
+            return self.lookup_packed
+        return fib.make_lookup(self.v6.lookup_packed)
+
     def covering(self, prefix: str | Prefix) -> list[tuple[Prefix, V]]:
         table, p = self._for_prefix(prefix)
         return table.covering(p)

@@ -325,6 +325,10 @@ def test_rib_lookups_agree_between_fib_kinds() -> None:
     best = fib_rib.lookup("153.16.1.200")
     assert best is not None and best.key == "153.16.1.128/25"
     assert fib_rib.lookup_packed(ip_address("153.16.1.200").packed) is best
+    v6 = fib_rib.lookup_packed(ip_address("2001:db8::1").packed)  # past the IPv4 closure to the tree
+    assert v6 is not None and v6.key == "2001:db8::/32"
+    for bad in (b"", b"\x99\x10\x01", bytes(5), bytes(15), bytes(17)):
+        assert fib_rib.lookup_packed(bad) is None and ribs["tree"].lookup_packed(bad) is None
     fib_rib.apply(Update("b", withdraw_keys=("153.16.1.128/25",)), 2.0)
     after = fib_rib.lookup("153.16.1.200")
     assert after is not None and after.key == "153.16.1.0/24"
