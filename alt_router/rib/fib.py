@@ -205,12 +205,16 @@ class Dir24Fib(Generic[V]):
 
     def insert_key(self, key: str, value: V) -> bool:
         """``insert`` by canonical prefix text ("192.0.2.0/24"), the RIB's form: a /24, by far
-        the commonest EID prefix, goes in without building the network integer."""
+        the commonest EID prefix, takes a short path of its own (the text must be canonical:
+        host bits are not checked there)."""
         address, _, length = key.partition("/")
         if length != "24":
             network, n = _parse(key)
             return self.insert(network, n, value)
-        i = int.from_bytes(inet_aton(address), "big") >> 8
+        try:
+            i = int.from_bytes(inet_aton(address), "big") >> 8
+        except OSError:
+            raise FibError(f"not an IPv4 prefix: {key!r}") from None
         lens = self._l1_len
         b = lens[i]
         if b & _LEN == 24:

@@ -289,8 +289,12 @@ def test_fib_refuses_inconsistent_deletes_and_bad_text() -> None:
     assert fib.get(0x0A010000, 16) == 2  # nothing half-done
     with pytest.raises(FibError):
         fib.insert_key("10.1.2.0/x", 1)
+    for bad in ("ten/8", "ten/24", "10.0.0.0/"):
+        with pytest.raises(FibError):
+            fib.insert_key(bad, 1)
     with pytest.raises(FibError):
-        fib.insert_key("ten/8", 1)
+        fib.delete_key("10.0.0.0/8", "nonsense")
+    assert len(fib) == 3
 
 
 def test_table_refuses_unknown_fib_and_ipv6_addresses() -> None:
