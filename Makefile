@@ -9,7 +9,7 @@ install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 demo: install
-	alt-router demo
+	$(PYTHON) -m alt_router.cli demo
 
 test: install
 	$(PYTHON) -m ruff check alt_router tests bench
