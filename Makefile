@@ -2,7 +2,7 @@
 PYTHON ?= python3
 APT_PACKAGES = tshark frr bird2 iproute2 iputils-ping
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test bench clean
 
 install:
 	./scripts/install-deps $(APT_PACKAGES)
