@@ -14,6 +14,14 @@ import shutil
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Labs get this per-run suffix so that a test lab never collides with an operator's lab of the
+# same name (``demo``) or with another run of the suite on the same machine.
+RUN_TAG = f"x{os.getpid():x}"
+
+
+def run_lab_name(base: str) -> str:
+    """``base`` made unique to this test run (lab names are ``[a-z][a-z0-9]*``)."""
+    return f"{base}{RUN_TAG}"
 
 
 def require(condition: bool, reason: str) -> None:

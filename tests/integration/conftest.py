@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from alt_router.lab import remove_lab
-from tests.conftest import require, require_tool
+from tests.conftest import RUN_TAG, require, require_tool, run_lab_name
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,8 @@ def lab_names() -> Iterator[Callable[[str], str]]:
     require_tool("exabgp")
     names: list[str] = []
 
-    def register(name: str) -> str:
+    def register(base: str) -> str:
+        name = base if RUN_TAG in base else run_lab_name(base)
         names.append(name)
         remove_lab(name)
         return name

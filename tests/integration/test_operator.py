@@ -25,10 +25,11 @@ from alt_router.lab.netns import list_netns, netns_pids
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
+from tests.conftest import run_lab_name
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-NAME = "optest"
+NAME = run_lab_name("optest")
 TOKEN = "op-token-123"
 API = "http://10.0.0.11:8179"
 

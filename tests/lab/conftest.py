@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from alt_router.lab import remove_lab
-from tests.conftest import require_tool
+from tests.conftest import RUN_TAG, require_tool, run_lab_name
 
 
 @pytest.fixture
@@ -21,7 +21,8 @@ def netns_lab(root: None) -> Iterator[Callable[[str], str]]:
     require_tool("ip")
     names: list[str] = []
 
-    def register(name: str) -> str:
+    def register(base: str) -> str:
+        name = base if RUN_TAG in base else run_lab_name(base)
         names.append(name)
         remove_lab(name)  # a crashed earlier run of this very test
         return name
