@@ -2,7 +2,7 @@
 PYTHON ?= python3
 APT_PACKAGES = tshark frr bird2 iproute2 iputils-ping
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-labs bench clean
 
 install:
 	./scripts/install-deps $(APT_PACKAGES)
@@ -15,6 +15,12 @@ test: install
 	$(PYTHON) -m ruff check alt_router tests bench
 	$(PYTHON) -m mypy
 	$(PYTHON) -m pytest
+
+# The namespace tests one file at a time (each builds its own lab and starts daemons): on a small
+# machine that is gentler than one pytest over both directories, and a failure names its file.
+test-labs: install
+	for f in tests/lab/test_*.py tests/integration/test_*.py; do \
+		$(PYTHON) -m pytest -q -p no:cacheprovider $$f || exit 1; done
 
 bench: install
 	for b in bench/*.py; do $(PYTHON) $$b || exit 1; done

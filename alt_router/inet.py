@@ -57,16 +57,22 @@ def _pseudo_header(src: IPAddress, dst: IPAddress, proto: int, length: int) -> b
     return src.packed + dst.packed + struct.pack("!IxxxB", length, proto)
 
 
+IPV4_DF = 0x4000
+
+
 def ipv4_header(
     src: IPv4Address, dst: IPv4Address, proto: int, payload_len: int, *, ttl: int = 64, ident: int = 0,
-    tos: int = 0,
+    tos: int = 0, dont_fragment: bool = True,
 ) -> bytes:
     total = IPV4_HEADER_LEN + payload_len
     if total > 0xFFFF:
         raise InetError(f"IPv4 total length {total} exceeds 65535")
     if not 0 <= ttl <= 255:
         raise InetError(f"IPv4 TTL {ttl} out of range 0..255")
-    hdr = _IPV4.pack(0x45, tos, total, ident & 0xFFFF, 0x4000, ttl, proto, 0, src.packed, dst.packed)
+    if not 0 <= tos <= 255:
+        raise InetError(f"IPv4 TOS {tos} out of range 0..255")
+    flags = IPV4_DF if dont_fragment else 0
+    hdr = _IPV4.pack(0x45, tos, total, ident & 0xFFFF, flags, ttl, proto, 0, src.packed, dst.packed)
     return hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
 
 
@@ -82,19 +88,27 @@ def ipv6_header(
     return _IPV6.pack(first, payload_len, next_header, hop_limit, src.packed, dst.packed)
 
 
-def ip_header(src: IPAddress, dst: IPAddress, proto: int, payload_len: int, *, ttl: int = 64) -> bytes:
+def ip_header(
+    src: IPAddress, dst: IPAddress, proto: int, payload_len: int, *, ttl: int = 64, tos: int = 0,
+    ident: int = 0, dont_fragment: bool = True, flow_label: int = 0,
+) -> bytes:
+    """An IPv4 or IPv6 header; ``tos`` is the IPv6 traffic class, and ``ident``, ``dont_fragment``
+    apply to IPv4 only, ``flow_label`` to IPv6 only."""
     if src.version != dst.version:
         raise InetError(f"source {src} and destination {dst} are of different address families")
     if isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
-        return ipv4_header(src, dst, proto, payload_len, ttl=ttl)
+        return ipv4_header(
+            src, dst, proto, payload_len, ttl=ttl, ident=ident, tos=tos, dont_fragment=dont_fragment,
+        )
     assert isinstance(src, IPv6Address) and isinstance(dst, IPv6Address)
-    return ipv6_header(src, dst, proto, payload_len, hop_limit=ttl)
+    return ipv6_header(src, dst, proto, payload_len, hop_limit=ttl, traffic_class=tos, flow_label=flow_label)
 
 
 def udp_packet(
-    src: IPAddress, dst: IPAddress, sport: int, dport: int, payload: bytes, *, ttl: int = 64,
+    src: IPAddress, dst: IPAddress, sport: int, dport: int, payload: bytes, *, ttl: int = 64, tos: int = 0,
+    ident: int = 0, dont_fragment: bool = True, flow_label: int = 0,
 ) -> bytes:
-    """A whole IP packet carrying one UDP datagram, both checksums filled in."""
+    """A whole IP packet carrying one UDP datagram, both checksums filled in (see :func:`ip_header`)."""
     length = UDP_HEADER_LEN + len(payload)
     if length > 0xFFFF:
         raise InetError(f"UDP length {length} exceeds 65535")
@@ -102,7 +116,11 @@ def udp_packet(
     csum = checksum(_pseudo_header(src, dst, PROTO_UDP, length) + udp)
     # RFC 768: a computed zero is sent as all ones (zero means "no checksum").
     udp = udp[:6] + struct.pack("!H", csum or 0xFFFF) + udp[8:]
-    return ip_header(src, dst, PROTO_UDP, length, ttl=ttl) + udp
+    hdr = ip_header(
+        src, dst, PROTO_UDP, length, ttl=ttl, tos=tos, ident=ident, dont_fragment=dont_fragment,
+        flow_label=flow_label,
+    )
+    return hdr + udp
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +132,10 @@ class IPPacket:
     ttl: int
     header_len: int
     payload: bytes
+    tos: int = 0  # IPv4 TOS / IPv6 traffic class
+    ident: int = 0  # IPv4 identification
+    fragment: int = 0  # IPv4 flags and fragment offset, as on the wire (IPV4_DF is 0x4000)
+    flow_label: int = 0  # IPv6
 
 
 def parse_ip(data: bytes, *, verify_checksum: bool = True) -> IPPacket:
@@ -124,7 +146,7 @@ def parse_ip(data: bytes, *, verify_checksum: bool = True) -> IPPacket:
     if version == 4:
         if len(data) < IPV4_HEADER_LEN:
             raise InetError(f"IPv4 header: truncated at offset {len(data)}, need {IPV4_HEADER_LEN} bytes")
-        vihl, _tos, total, _ident, _frag, ttl, proto, _csum, src, dst = _IPV4.unpack_from(data)
+        vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _IPV4.unpack_from(data)
         ihl = (vihl & 0x0F) * 4
         if ihl < IPV4_HEADER_LEN:
             raise InetError(f"IPv4 header: IHL {ihl // 4} at offset 0 is below 5")
@@ -132,16 +154,18 @@ def parse_ip(data: bytes, *, verify_checksum: bool = True) -> IPPacket:
             raise InetError(f"IPv4 header: total length {total} at offset 2 does not fit {len(data)} bytes")
         if verify_checksum and checksum(data[:ihl]) != 0:
             raise InetError("IPv4 header: bad header checksum at offset 10")
-        return IPPacket(4, IPv4Address(src), IPv4Address(dst), proto, ttl, ihl, bytes(data[ihl:total]))
+        return IPPacket(
+            4, IPv4Address(src), IPv4Address(dst), proto, ttl, ihl, bytes(data[ihl:total]), tos, ident, frag,
+        )
     if version == 6:
         if len(data) < IPV6_HEADER_LEN:
             raise InetError(f"IPv6 header: truncated at offset {len(data)}, need {IPV6_HEADER_LEN} bytes")
-        _first, plen, nh, hlim, src, dst = _IPV6.unpack_from(data)
+        first, plen, nh, hlim, src, dst = _IPV6.unpack_from(data)
         if IPV6_HEADER_LEN + plen > len(data):
             raise InetError(f"IPv6 header: payload length {plen} at offset 4 exceeds {len(data) - 40} bytes")
         return IPPacket(
             6, IPv6Address(src), IPv6Address(dst), nh, hlim, IPV6_HEADER_LEN,
-            bytes(data[IPV6_HEADER_LEN:IPV6_HEADER_LEN + plen]),
+            bytes(data[IPV6_HEADER_LEN:IPV6_HEADER_LEN + plen]), (first >> 20) & 0xFF, 0, 0, first & 0xFFFFF,
         )
     raise InetError(f"IP packet: version {version} at offset 0 is neither 4 nor 6")
 
@@ -152,10 +176,17 @@ class UDPDatagram:
     dport: int
     payload: bytes
     checksum_ok: bool
+    # The field was 0: "no checksum" over IPv4 (RFC 768), invalid over IPv6 (RFC 8200 §8.1).
+    checksum_zero: bool = False
 
 
 def parse_udp(packet: IPPacket) -> UDPDatagram:
-    """Parse the UDP header of an already parsed IP packet and check its checksum."""
+    """Parse the UDP header of an already parsed IP packet and check its checksum.
+
+    A zero checksum is ``checksum_ok`` over IPv4 (RFC 768: none computed) and not
+    over IPv6 (RFC 8200 §8.1); ``checksum_zero`` tells the caller either way, so a
+    tunnel endpoint can apply the RFC 6935/6936 exception itself.
+    """
     if packet.proto != PROTO_UDP:
         raise InetError(f"UDP: IP protocol is {packet.proto}, not 17")
     data = packet.payload
@@ -168,7 +199,7 @@ def parse_udp(packet: IPPacket) -> UDPDatagram:
         ok = True
     else:
         ok = checksum(_pseudo_header(packet.src, packet.dst, PROTO_UDP, length) + data[:length]) == 0
-    return UDPDatagram(sport, dport, bytes(data[UDP_HEADER_LEN:length]), ok)
+    return UDPDatagram(sport, dport, bytes(data[UDP_HEADER_LEN:length]), ok, csum == 0)
 
 
 def icmp_error(

@@ -20,18 +20,10 @@ from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-# Class name -> the name RFC 9301 gives the message.
-MESSAGE_NAMES = {
-    "MapRequest": "Map-Request",
-    "MapReply": "Map-Reply",
-    "MapRegister": "Map-Register",
-    "MapNotify": "Map-Notify",
-    "MapNotifyAck": "Map-Notify-Ack",
-    "MapReferral": "Map-Referral",
-    "InfoRequest": "Info-Request",
-    "InfoReply": "Info-Reply",
-    "EncapsulatedControlMessage": "Encapsulated-Control-Message",
-}
+from alt_router import lisp
+
+_MESSAGE_CLASSES = (lisp.MapRequest, lisp.MapReply, lisp.MapRegister, lisp.MapNotify, lisp.ECM)
+
 
 # Class name -> LCAF name (RFC 8060 §4) for the address types the codec models.
 LCAF_NAMES = {"InstanceId": "instance-id", "AfiList": "afi-list", "UnknownLcaf": "unknown"}
@@ -46,8 +38,9 @@ def _kebab(name: str) -> str:
 
 def message_type(msg: object) -> str:
     """The RFC name of a message object (``"Map-Request"``)."""
-    name = type(msg).__name__
-    return MESSAGE_NAMES.get(name, _kebab(name))
+    if isinstance(msg, _MESSAGE_CLASSES):
+        return lisp.message_type(msg).rfc_name
+    return _kebab(type(msg).__name__)
 
 
 def to_dict(msg: object) -> dict[str, Any]:
@@ -83,7 +76,7 @@ def _dataclass(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if name in LCAF_NAMES:
         out["lcaf"] = LCAF_NAMES[name]
-    elif name in MESSAGE_NAMES or hasattr(obj, "nonce"):
+    elif isinstance(obj, _MESSAGE_CLASSES) or hasattr(obj, "nonce"):
         out["type"] = message_type(obj)
     for f in dataclasses.fields(obj):
         if not f.name.startswith("_"):

@@ -260,7 +260,8 @@ def test_demo_decodes_every_message_type_of_the_sample(capsys: pytest.CaptureFix
         "Map-Request", "Map-Reply", "Map-Register", "Map-Notify", "Encapsulated-Control-Message",
     }
     register = next(o["message"] for o in objs if o["message"]["type"] == "Map-Register")
-    assert register["algorithm_id"] == lisp.HMAC_SHA_256_128 and len(register["auth_data"]) == 32
+    # The full 32-byte HMAC-SHA-256 digest (64 hex digits), as deployed peers expect (RFC 9301 §5.6).
+    assert register["algorithm_id"] == lisp.HMAC_SHA_256_128 and len(register["auth_data"]) == 64
     replies = [o["message"] for o in objs if o["message"]["type"] == "Map-Reply"]
     assert any(not r["records"][0]["locators"] for r in replies), "the sample has a negative Map-Reply"
     assert {o["src"] for o in objs} & {"2001:db8:ffff::1"}, "the sample has IPv6 transport"

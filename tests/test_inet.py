@@ -51,3 +51,37 @@ def test_parse_ip_raises_only_inet_error(data: bytes) -> None:
             inet.parse_udp(ip)
     except inet.InetError:
         pass
+
+
+def test_ipv4_header_fields_parse_and_build_df_clear() -> None:
+    # RFC 791: identification, flags (DF 0x4000) and TOS are read back and built as given.
+    pkt = inet.udp_packet(
+        IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), 1, 2, b"x", tos=0x2E, ident=0x1234,
+        dont_fragment=False,
+    )
+    assert pkt[1] == 0x2E and pkt[4:8] == bytes.fromhex("1234 0000")
+    ip = inet.parse_ip(pkt)
+    assert (ip.tos, ip.ident, ip.fragment) == (0x2E, 0x1234, 0)
+    default = inet.udp_packet(IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), 1, 2, b"")
+    assert inet.parse_ip(default).fragment == inet.IPV4_DF
+
+
+def test_ipv6_traffic_class_and_flow_label() -> None:
+    # RFC 8200 §3: version 6, traffic class 8 bits, flow label 20 bits.
+    pkt = inet.udp_packet(IPv6Address("2001:db8::1"), IPv6Address("2001:db8::2"), 1, 2, b"x", tos=0xB8,
+                          flow_label=0xABCDE)
+    assert pkt[:4] == bytes.fromhex("6b 8a bc de")
+    ip = inet.parse_ip(pkt)
+    assert (ip.tos, ip.flow_label) == (0xB8, 0xABCDE)
+
+
+@pytest.mark.parametrize(("src", "dst", "ok"), [
+    (IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), True),  # RFC 768: zero means no checksum
+    (IPv6Address("2001:db8::1"), IPv6Address("2001:db8::2"), False),  # RFC 8200 §8.1: zero is invalid
+])
+def test_zero_udp_checksum_is_reported(src: inet.IPAddress, dst: inet.IPAddress, ok: bool) -> None:
+    pkt = bytearray(inet.udp_packet(src, dst, 1, 2, b"x"))
+    hdr = 20 if src.version == 4 else 40
+    pkt[hdr + 6:hdr + 8] = b"\x00\x00"
+    udp = inet.parse_udp(inet.parse_ip(bytes(pkt)))
+    assert udp.checksum_zero and udp.checksum_ok is ok

@@ -15,7 +15,10 @@ none, and anything else is left to the kernel.
 ICMP errors (Time Exceeded, Destination Unreachable) are queued for the edge to
 send over the *underlay* (``SendIp``): the datagram's source is the ITR or lig
 host's RLOC, which the ALT does not route (it carries EID prefixes only) but
-which every ETR must reach anyway to send its Map-Reply.
+which every ETR must reach anyway to send its Map-Reply.  Whether an error may
+be sent at all, and how many, is ``alt_router.alt.icmp``'s call (RFC 1812
+§4.3.2.7, RFC 4443 §2.4): each one it refuses is counted under
+``icmp-suppressed`` and ``icmp-suppressed:<reason>``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, Protocol
 
+from alt_router.alt import icmp
+from alt_router.alt.icmp import IcmpLimits, IcmpRateLimiter
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import DELIVER, Drop, Forward, Local, Verdict
 from alt_router.inet import InetError, icmp_error
@@ -62,7 +67,7 @@ _DROP_NO_LOCAL: Final = Drop(NO_LOCAL_HANDLER)
 
 COUNTERS: Final = (
     "forwarded", "originated", "local", "not-alt", NO_ROUTE, TTL_EXPIRED, LOOP, MALFORMED, NO_TUNNEL,
-    "icmp-queued", "icmp-suppressed",
+    "icmp-queued", "icmp-suppressed", *(f"icmp-suppressed:{reason}" for reason in icmp.SUPPRESS_REASONS),
 )
 
 
@@ -80,7 +85,9 @@ class AltForwarder:
     whenever ``routes`` changes (``Rib.stream.last_seq``); without it nothing is
     cached.  ``local_callback`` receives locally delivered ALT datagrams
     (``Local`` verdict).  ``router_v4``/``router_v6`` source ICMP errors; a
-    family without one sends none.
+    family without one sends none.  ``icmp_limits`` bounds how many, in time
+    read from ``clock`` (the edge's monotonic clock, passed in): without a clock
+    time stands still, and no more than the bursts are ever sent.
     """
 
     def __init__(
@@ -93,6 +100,8 @@ class AltForwarder:
         router_v4: IPv4Address | None = None,
         router_v6: IPv6Address | None = None,
         generation: Callable[[], int] | None = None,
+        icmp_limits: IcmpLimits | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.routes = routes
         self.tunnels = dict(tunnels)
@@ -101,6 +110,7 @@ class AltForwarder:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._local_verdict: Verdict = _DROP_NO_LOCAL if local_callback is None else Local(local_callback)
         self._local: DualTable[bool] = DualTable()
+        self._served: DualTable[bool] = DualTable()
         for prefix in local_prefixes:
             self._local.insert(prefix, True)
         self._generation = generation
@@ -108,6 +118,8 @@ class AltForwarder:
         self._local_gen = 0
         self._cache: dict[bytes, str | None] = {}
         self._icmp: list[SendIp] = []
+        self._clock = clock
+        self.icmp_limiter = IcmpRateLimiter(icmp_limits, clock() if clock is not None else 0.0)
 
     @classmethod
     def for_rib(
@@ -118,12 +130,14 @@ class AltForwarder:
         local_callback: Callable[[str, bytes], None] | None = None,
         router_v4: IPv4Address | None = None,
         router_v6: IPv6Address | None = None,
+        icmp_limits: IcmpLimits | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> AltForwarder:
         """A forwarder over an ``alt_router.rib.Rib``, caching until its event stream moves."""
         stream = rib.stream
         return cls(
             rib, tunnels, local_callback=local_callback, router_v4=router_v4, router_v6=router_v6,
-            generation=lambda: stream.last_seq,
+            generation=lambda: stream.last_seq, icmp_limits=icmp_limits, clock=clock,
         )
 
     def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
@@ -153,13 +167,36 @@ class AltForwarder:
     def local_prefixes(self) -> list[Prefix]:
         return [p for p, _ in self._local]
 
+    def set_served(self, prefixes: Iterable[Prefix]) -> None:
+        """Prefixes whose ALT datagrams are local even when not announced by a Map-Server site.
+
+        A Map-Server node serves its ``[eid].announce`` aggregates and every configured site
+        prefix, registered or not, so that it can answer with a negative Map-Reply (RFC 9301
+        §8.3) instead of dropping the request as unroutable.
+        """
+        self._served = DualTable()
+        for prefix in prefixes:
+            self._served.insert(prefix, True)
+        self._local_gen += 1
+        self._cache.clear()
+
+    def served_prefixes(self) -> list[Prefix]:
+        return [p for p, _ in self._served]
+
     # --- decisions -------------------------------------------------------------------------
 
     def route(self, address: IPAddress) -> str | None:
         """The tunnel an ALT datagram to ``address`` leaves by, ``LOCAL``, or None (no route)."""
-        if self._local.lookup(address) is not None:
-            return LOCAL
+        local = -1
+        for table in (self._local, self._served):
+            hit = table.lookup(address)
+            if hit is not None:
+                local = max(local, hit[0].prefixlen)
         path = self.routes.lookup(address)
+        # Longest match between our own prefixes and the RIB: a more-specific route a peer
+        # learned inside one of our aggregates or sites still wins.
+        if local >= 0 and (path is None or path.prefix.prefixlen <= local):
+            return LOCAL
         if path is None:
             return None
         tunnel = self.tunnels.get(path.next_hop_peer or path.peer)
@@ -305,16 +342,36 @@ class AltForwarder:
     # --- ICMP ------------------------------------------------------------------------------
 
     def _queue_icmp(self, packet: bytes, kind: str) -> None:
+        self.queue_icmp(packet, kind)
+
+    def queue_icmp(self, packet: bytes, kind: str) -> bool:
+        """Queue a ``kind`` ICMP error about ``packet`` if the rules and the limits allow; True if queued.
+
+        The checks run cheapest first, and the error is only built once all have passed,
+        so a flood costs a few comparisons per packet.
+        """
+        reason = icmp.forbidden(packet)
         router = self.router_v4 if packet[0] >> 4 == 4 else self.router_v6
-        if router is None or len(self._icmp) >= MAX_PENDING_ICMP:
+        if reason is None and router is None:
+            reason = icmp.NO_ROUTER_ADDRESS
+        if reason is None and len(self._icmp) >= MAX_PENDING_ICMP:
+            reason = icmp.QUEUE_FULL
+        if reason is None:
+            now = self._clock() if self._clock is not None else 0.0
+            if not self.icmp_limiter.allow(icmp.destination_key(packet), now):
+                reason = icmp.RATE_LIMIT
+        if reason is None:
+            assert router is not None
+            try:
+                self._icmp.append(SendIp(icmp_error(router, packet, kind=kind)))
+            except InetError:
+                reason = icmp.UNBUILDABLE
+        if reason is not None:
             self.counters["icmp-suppressed"] += 1
-            return
-        try:
-            self._icmp.append(SendIp(icmp_error(router, packet, kind=kind)))
-        except InetError:
-            self.counters["icmp-suppressed"] += 1
-            return
+            self.counters[f"icmp-suppressed:{reason}"] += 1
+            return False
         self.counters["icmp-queued"] += 1
+        return True
 
     def take_icmp(self) -> list[SendIp]:
         """The ICMP errors decided since the last call, for the edge to send over the underlay."""
@@ -322,4 +379,5 @@ class AltForwarder:
         return out
 
     def stats(self) -> dict[str, object]:
-        return {"counters": dict(self.counters), "cache": len(self._cache), "local": len(self._local)}
+        return {"counters": dict(self.counters), "cache": len(self._cache), "local": len(self._local),
+                "icmp_destinations": len(self.icmp_limiter)}

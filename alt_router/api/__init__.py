@@ -2,5 +2,7 @@
 
 The server (``http.py``) only talks to the node through the ``NodeView``
 protocol (``view.py``), so the daemon owns the state and this package owns the
-presentation.  ``client.py`` and ``table.py`` serve the ``show``/``monitor`` CLI.
+presentation.  ``limits.py`` bounds what clients can make it hold (connections,
+timeouts, stream clients) and keeps its error log quiet.  ``client.py`` and
+``table.py`` serve the ``show``/``monitor`` CLI.
 """

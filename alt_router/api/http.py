@@ -3,7 +3,13 @@
 Auth rules (docs/api.md): the server listens on 127.0.0.1 unless told otherwise;
 listening anywhere else needs a bearer token, and then every request needs it;
 write calls need it wherever the server listens.  Tokens are compared with
-``hmac.compare_digest`` so the comparison time does not leak the token.
+``hmac.compare_digest`` so the comparison time does not leak the token.  The token
+is checked once the headers are in and before any of the body is read (also for
+``Expect: 100-continue``); a refused write closes the connection unread.
+
+Limits (``limits.py``): a cap on connections, a header timeout, aiohttp's keep-alive
+timeout, a body size cap and a body read timeout, a cap on stream clients; aiohttp's
+per-request error logging is summarised.
 """
 
 from __future__ import annotations
@@ -20,19 +26,38 @@ from ipaddress import ip_address
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from alt_router.api.limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_LOG_INTERVAL,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionGuard,
+    QuietServerLog,
+)
 from alt_router.api.metrics import make_registry
 from alt_router.api.openapi import document
 from alt_router.api.query import (
     ApiError,
     parse_eid,
     parse_prefix,
+    parse_registrations_query,
     parse_routes_query,
     parse_seq,
     select_routes,
 )
-from alt_router.api.stream import DEFAULT_HEARTBEAT, DEFAULT_QUEUE_SIZE, StreamHub, StreamSession
+from alt_router.api.stream import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_QUEUE_SIZE,
+    StreamFull,
+    StreamHub,
+    StreamSession,
+)
 from alt_router.api.view import JsonDict, NodeView
 
 log = logging.getLogger(__name__)
@@ -43,6 +68,18 @@ MAX_BODY = 64 * 1024
 # Kernel send buffer of a stream connection: without a cap Linux autotunes it to
 # megabytes, which a client that stopped reading would pin.
 STREAM_SNDBUF = 128 * 1024
+# What a stream connection may hold in userspace before the pump waits for the socket: asyncio's
+# default high-water mark (64 KiB) plus aiohttp's own 64 KiB before it drains came to ~100 KiB
+# per client that stopped reading; this and a drain after every chunk keep it to ~32 KiB.
+STREAM_WRITE_BUFFER = 16 * 1024
+# A dropped stream client gets this long to take its last (gap) event before its connection is cut.
+GAP_WRITE_TIMEOUT = 1.0
+# aiohttp's defaults are 8190 bytes a line and 128 headers; nothing here needs more than a few.
+MAX_HEADERS = 32
+# A burst of connects beyond the accept queue waits for SYN retries (1 s, 3 s ...) instead of
+# meeting the guard, which answers the ones over the cap at once.
+LISTEN_BACKLOG = 1024
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _dumps = partial(json.dumps, default=str)
@@ -73,6 +110,9 @@ class ApiServer:
         self, view: NodeView, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
         *, queue_size: int = DEFAULT_QUEUE_SIZE, heartbeat: float = DEFAULT_HEARTBEAT,
         max_body: int = MAX_BODY, stream_sndbuf: int | None = STREAM_SNDBUF,
+        max_stream_clients: int = DEFAULT_MAX_CLIENTS, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT, keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT, log_interval: float = DEFAULT_LOG_INTERVAL,
     ) -> None:
         if token is not None and not token.strip():
             raise ApiConfigError("the API token must not be empty")
@@ -89,35 +129,65 @@ class ApiServer:
         self.heartbeat = heartbeat
         self.max_body = max_body
         self.stream_sndbuf = stream_sndbuf
-        self.hub = StreamHub(view.events, queue_size)
+        self.keepalive_timeout = keepalive_timeout
+        self.body_timeout = body_timeout
+        try:
+            self.hub = StreamHub(view.events, queue_size, max_stream_clients)
+            self.guard = ConnectionGuard(self._new_protocol, max_connections, header_timeout)
+        except ValueError as exc:
+            raise ApiConfigError(str(exc)) from None
         self.requests: Counter[str] = Counter()
-        self.registry = make_registry(view, self.hub, self.requests)
+        self.http_errors: Counter[str] = Counter(dict.fromkeys(("malformed_requests", "server_errors",
+                                                                "body_timeouts"), 0))
+        self.server_log = QuietServerLog(self.http_errors, log_interval)
+        self.registry = make_registry(view, self.hub, self.requests, self._http_stats)
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self) -> ApiServer:
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+            # Also ends a connection that never completes a request (aiohttp arms it on connect).
+            keepalive_timeout=self.keepalive_timeout,
+            # A refused or unread body is not drained: the connection closes instead.
+            lingering_time=0,
+            max_headers=MAX_HEADERS,
+            logger=self.server_log,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port)
+        self._runner = runner
         try:
-            await site.start()
+            # Our own listener, so the guard (cap, header timeout) sees every connection first.
+            self._server = await asyncio.get_running_loop().create_server(
+                self.guard, self.host, self.requested_port, reuse_address=True, backlog=LISTEN_BACKLOG)
         except OSError as exc:
+            self._runner = None
             await runner.cleanup()
             raise ApiConfigError(f"cannot listen on {self.host} port {self.requested_port}: {exc}") from exc
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+        self.port = self._server.sockets[0].getsockname()[1]
         log.info("API listening on %s", self.url)
         return self
+
+    def _new_protocol(self) -> asyncio.Protocol:
+        assert self._runner is not None and self._runner.server is not None
+        protocol: asyncio.Protocol = self._runner.server()
+        return protocol
 
     async def stop(self) -> None:
         # Streams never end on their own: close them first so the shutdown does not wait on them.
         self.hub.close_all()
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self.guard.close_all()
+        self.server_log.close()
 
     @property
     def url(self) -> str:
@@ -133,9 +203,9 @@ class ApiServer:
         r.add_get("/v1/peers", self._peers)
         r.add_get("/v1/tunnels", self._tunnels)
         r.add_get("/v1/routes", self._routes)
-        r.add_post("/v1/routes", self._announce)
+        r.add_post("/v1/routes", self._announce, expect_handler=self._expect)
         # .+ because a prefix has a slash (sent raw or as %2F).
-        r.add_delete("/v1/routes/{prefix:.+}", self._withdraw)
+        r.add_delete("/v1/routes/{prefix:.+}", self._withdraw, expect_handler=self._expect)
         r.add_get("/v1/lookup/{eid}", self._lookup)
         r.add_get("/v1/registrations", self._registrations)
         r.add_get("/v1/counters", self._counters)
@@ -146,12 +216,19 @@ class ApiServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.guard.request_seen(request.protocol)
         try:
             if self.read_needs_token and not self._authorized(request):
+                raise self._unauthorized()
+            if self._is_write(request) and not self._authorized(request):
+                # Before the handler, so before anything reads the body.
                 raise self._unauthorized()
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc.status, exc.error, exc.detail, exc.headers)
+            if exc.status in (401, 408, 413):
+                # The body was not read (or not all of it): do not wait for it.
+                response.force_close()
         except web.HTTPException as exc:
             # aiohttp's own 404/405/413 come as plain-text exceptions: answer them in JSON too.
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
@@ -161,6 +238,31 @@ class ApiServer:
             response = error_response(500, "internal error", "see the node's log")
         self.requests[str(response.status)] += 1
         return response
+
+    @staticmethod
+    def _is_write(request: web.Request) -> bool:
+        # Only a matched route: a write method on a read-only path stays a 405.
+        return request.method in WRITE_METHODS and request.match_info.http_exception is None
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: say no before the client sends the body, unless it may."""
+        self.guard.request_seen(request.protocol)
+        refusal: web.Response | None = None
+        if not self._authorized(request):
+            exc = self._unauthorized()
+            refusal = error_response(exc.status, exc.error, exc.detail, exc.headers)
+        elif request.content_length is not None and request.content_length > self.max_body:
+            refusal = error_response(413, "body too large", f"at most {self.max_body} bytes")
+        elif request.headers.get("Expect", "").lower() != "100-continue" or request.version != HttpVersion11:
+            refusal = error_response(417, "expectation failed", "only Expect: 100-continue is understood")
+        if refusal is not None:
+            refusal.force_close()
+            self.requests[str(refusal.status)] += 1
+            return refusal
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # Not part of the response proper (aiohttp's own expect handler does the same).
+        request.writer.output_size = 0
+        return None
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -185,8 +287,12 @@ class ApiServer:
     def _json(data: Any, status: int = 200) -> web.Response:
         return web.json_response(data, status=status, dumps=_dumps)
 
+    def _http_stats(self) -> dict[str, int]:
+        return {**self.guard.stats(), **self.http_errors}
+
     def _api_stats(self) -> JsonDict:
-        return {"stream": self.hub.stats(), "requests": dict(sorted(self.requests.items()))}
+        return {"stream": self.hub.stats(), "requests": dict(sorted(self.requests.items())),
+                "http": self._http_stats()}
 
     # --- read endpoints --------------------------------------------------------
 
@@ -203,12 +309,7 @@ class ApiServer:
         return self._json({"tunnels": self.view.tunnels()})
 
     async def _routes(self, request: web.Request) -> web.Response:
-        params: dict[str, str] = {}
-        for key, value in request.query.items():
-            if key in params:
-                raise ApiError(400, "repeated parameter", key)
-            params[key] = value
-        return self._json(select_routes(self.view.rib, parse_routes_query(params)))
+        return self._json(select_routes(self.view.rib, parse_routes_query(_single(request))))
 
     async def _lookup(self, request: web.Request) -> web.Response:
         eid = parse_eid(request.match_info["eid"])
@@ -218,7 +319,15 @@ class ApiServer:
         return self._json(found)
 
     async def _registrations(self, request: web.Request) -> web.Response:
-        return self._json({"registrations": self.view.registrations()})
+        cursor, limit = parse_registrations_query(_single(request))
+        try:
+            rows, next_cursor = self.view.registrations(cursor, limit)
+        except ValueError:
+            raise ApiError(400, "bad cursor", "pass back the next_cursor of the previous page, unchanged"
+                           ) from None
+        total = sum(self.view.registration_totals().values())
+        return self._json({"registrations": rows, "count": len(rows), "total": total,
+                           "next_cursor": next_cursor})
 
     async def _counters(self, request: web.Request) -> web.Response:
         counters: JsonDict = dict(self.view.counters())
@@ -238,7 +347,12 @@ class ApiServer:
         self._require_token(request)
         if request.content_length is not None and request.content_length > self.max_body:
             raise ApiError(413, "body too large", f"at most {self.max_body} bytes")
-        raw = await request.read()
+        try:
+            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            self.http_errors["body_timeouts"] += 1
+            raise ApiError(408, "body too slow",
+                           f"the body must arrive within {self.body_timeout:g}s") from None
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError):
@@ -275,7 +389,12 @@ class ApiServer:
             since = parse_seq(request.query["since"], "since")
         if "Last-Event-ID" in request.headers:
             since = parse_seq(request.headers["Last-Event-ID"], "Last-Event-ID")
-        session = self.hub.open(since)
+        try:
+            session = self.hub.open(since)
+        except StreamFull as exc:
+            err = ApiError(503, "too many stream clients", f"{exc}; retry later")
+            err.headers = {"Retry-After": "5"}
+            raise err from None
         try:
             response = web.StreamResponse(headers={
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
@@ -284,27 +403,47 @@ class ApiServer:
             transport = request.transport
             if transport is not None:
                 session.abort = transport.abort
+                transport.set_write_buffer_limits(high=STREAM_WRITE_BUFFER)
                 sock = transport.get_extra_info("socket")
                 if sock is not None and self.stream_sndbuf is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.stream_sndbuf)
-            await self._pump(session, response)
+            await self._pump(session, response, request.writer)
         finally:
             self.hub.release(session)
         return response
 
-    async def _pump(self, session: StreamSession, response: web.StreamResponse) -> None:
+    async def _pump(self, session: StreamSession, response: web.StreamResponse,
+                    writer: AbstractStreamWriter) -> None:
         try:
             await response.write(b"retry: 1000\n\n")
             while (chunk := await session.next_chunk(self.heartbeat)) is not None:
                 session.writing = True
                 try:
-                    await response.write(chunk)
+                    if session.overflowed or session.closed:
+                        # The last words to a dropped client: it may not be reading at all.
+                        await asyncio.wait_for(response.write(chunk), GAP_WRITE_TIMEOUT)
+                    else:
+                        await response.write(chunk)
+                        # Wait for the socket now, not after aiohttp's 64 KiB.
+                        await writer.drain()
                 finally:
                     session.writing = False
+        except TimeoutError:
+            if session.abort is not None:
+                session.abort()
         except (ConnectionError, asyncio.CancelledError) as exc:
             log.debug("stream client left: %r", exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+
+
+def _single(request: web.Request) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in params:
+            raise ApiError(400, "repeated parameter", key)
+        params[key] = value
+    return params
 
 
 def _http_detail(exc: web.HTTPException, request: web.Request) -> str:

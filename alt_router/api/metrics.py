@@ -2,14 +2,19 @@
 
 A custom Collector rather than Counter/Gauge objects updated by the node: the
 node's own counters are the single source of truth, and a scrape costs one pass
-over peers, tunnels and counters (never over the routes).
+over peers, tunnels and counters (never over the routes or the registrations).
+
+Names follow Prometheus conventions: ``alt_router_<thing>_<unit>``, counters end in
+``_total`` (``CounterMetricFamily`` adds it), drops are ``alt_router_<thing>_dropped_total``
+with a ``reason`` label.  ``view.counters()`` is exported generically, so a counter a
+component adds shows up here without a change.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -39,10 +44,12 @@ def _num(value: Any) -> float | None:
 
 class NodeCollector(Collector):
     def __init__(self, view: NodeView, hub: StreamHub | None = None,
-                 requests: Mapping[str, int] | None = None) -> None:
+                 requests: Mapping[str, int] | None = None,
+                 http: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.view = view
         self.hub = hub
         self.requests = requests
+        self.http = http
         self.errors = 0
 
     def collect(self) -> Iterable[Metric]:
@@ -125,7 +132,7 @@ class NodeCollector(Collector):
             key: CounterMetricFamily(f"{PREFIX}_tunnel_{key}", f"GRE {key.replace('_', ' ')}", labels=labels)
             for key in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
         }
-        drops = CounterMetricFamily(f"{PREFIX}_tunnel_drops", "GRE packets dropped, by reason",
+        drops = CounterMetricFamily(f"{PREFIX}_tunnel_dropped", "GRE packets dropped, by reason",
                                     labels=[*labels, "reason"])
         for t in self.view.tunnels():
             lv = [str(t.get("name", "")), str(t.get("mode", ""))]
@@ -142,16 +149,11 @@ class NodeCollector(Collector):
         yield drops
 
     def _registrations(self) -> Iterator[Metric]:
-        regs = self.view.registrations()
         per_site = GaugeMetricFamily(f"{PREFIX}_registered_eid_prefixes",
-                                     "EID-prefixes registered with the Map-Server, by site",
+                                     "EID-prefix registrations held by the Map-Server, by site",
                                      labels=["site"])
-        sites: dict[str, int] = {}
-        for r in regs:
-            site = str(r.get("site", ""))
-            sites[site] = sites.get(site, 0) + 1
-        for site, n in sorted(sites.items()):
-            per_site.add_metric([site], n)
+        for site, n in sorted(self.view.registration_totals().items()):
+            per_site.add_metric([str(site)], n)
         yield per_site
 
     def _counters(self) -> Iterator[Metric]:
@@ -180,19 +182,39 @@ class NodeCollector(Collector):
             for code, n in sorted(self.requests.items()):
                 requests.add_metric([code], n)
             yield requests
+        if self.http is not None:
+            http = self.http()
+            yield GaugeMetricFamily(f"{PREFIX}_api_connections", "Open API connections",
+                                    value=http.get("connections", 0))
+            yield CounterMetricFamily(f"{PREFIX}_api_connections_accepted", "API connections accepted",
+                                      value=http.get("connections_accepted", 0))
+            dropped = CounterMetricFamily(
+                f"{PREFIX}_api_dropped", "API connections and requests refused or cut, by reason",
+                labels=["reason"])
+            for reason, key in (("too-many-connections", "connections_refused"),
+                                ("header-timeout", "header_timeouts"), ("body-timeout", "body_timeouts"),
+                                ("malformed", "malformed_requests")):
+                dropped.add_metric([reason], http.get(key, 0))
+            yield dropped
         if self.hub is None:
             return
         stats = self.hub.stats()
         yield GaugeMetricFamily(f"{PREFIX}_api_stream_clients", "Connected /v1/stream clients",
                                 value=stats["clients"])
-        yield CounterMetricFamily(f"{PREFIX}_api_stream_dropped",
-                                  "Stream clients dropped because their queue overflowed",
-                                  value=stats["dropped"])
+        yield CounterMetricFamily(f"{PREFIX}_api_stream_events_encoded",
+                                  "Events encoded for the stream (once each, whatever the client count)",
+                                  value=stats["encoded"])
+        stream_dropped = CounterMetricFamily(f"{PREFIX}_api_stream_dropped",
+                                             "Stream clients dropped or refused", labels=["reason"])
+        stream_dropped.add_metric(["queue-overflow"], stats["dropped"])
+        stream_dropped.add_metric(["too-many-clients"], stats["refused"])
+        yield stream_dropped
 
 
 def make_registry(view: NodeView, hub: StreamHub | None = None,
-                  requests: Mapping[str, int] | None = None) -> CollectorRegistry:
+                  requests: Mapping[str, int] | None = None,
+                  http: Callable[[], Mapping[str, int]] | None = None) -> CollectorRegistry:
     """A registry of its own (not the global one), so several servers in one process do not clash."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(view, hub, requests))
+    registry.register(NodeCollector(view, hub, requests, http))
     return registry

@@ -8,6 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from alt_router import __version__
+from alt_router.api.query import (
+    DEFAULT_LIMIT,
+    DEFAULT_REGISTRATIONS_LIMIT,
+    MAX_LIMIT,
+    MAX_REGISTRATIONS_LIMIT,
+)
 
 JSON = "application/json"
 
@@ -70,11 +76,21 @@ _PEER = {
 
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _AUTH_ERRORS = {"401": _error("missing or wrong bearer token")}
+_BUSY = {"503": _error("too many connections (see [api] max_connections); retry later")}
+_CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"},
+           "description": "the next_cursor of the previous page, unchanged (opaque)"}
+_NEXT_CURSOR = {"type": ["string", "null"],
+                "description": "pass as cursor= for the next page; null on the last"}
+
+
+def _limit(default: int, most: int) -> dict[str, Any]:
+    return {"name": "limit", "in": "query", "description": "page size",
+            "schema": {"type": "integer", "minimum": 1, "maximum": most, "default": default}}
 
 
 def _get(summary: str, response: dict[str, Any], errors: dict[str, Any] | None = None,
          **extra: Any) -> dict[str, Any]:
-    responses = {"200": response, **(errors or {}), **_AUTH_ERRORS}
+    responses = {"200": response, **_AUTH_ERRORS, **_BUSY, **(errors or {})}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     op.update(extra)
     return {"get": op}
@@ -103,7 +119,8 @@ def document() -> dict[str, Any]:
             },
         },
         "paths": {
-            "/v1/status": _get("Node identity, uptime and stream position", _json(_OBJECT)),
+            "/v1/status": _get("Node identity, uptime, totals (never lists), API and stream counters",
+                               _json(_OBJECT)),
             "/v1/peers": _get("BGP peers: state, uptime, prefixes received/accepted/dropped by reason",
                               _json({"type": "object", "properties": {
                                   "peers": {"type": "array", "items": _ref("Peer")}}})),
@@ -121,17 +138,20 @@ def document() -> dict[str, Any]:
                          "description": "longer: the prefix and more-specifics; shorter: the prefix and "
                                         "less-specifics covering it"},
                         {"name": "peer", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query",
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 1000}},
+                        _limit(DEFAULT_LIMIT, MAX_LIMIT),
+                        _CURSOR,
                     ],
                     "responses": {
                         "200": _json({"type": "object", "properties": {
                             "routes": {"type": "array", "items": _ref("Route")},
-                            "count": {"type": "integer"}, "total": {"type": "integer"},
-                            "truncated": {"type": "boolean"}}}),
-                        "400": _error("bad prefix, match kind or limit"),
+                            "count": {"type": "integer", "description": "routes in this page"},
+                            "total": {"type": "integer", "description": "routes in all pages"},
+                            "truncated": {"type": "boolean", "description": "more pages follow"},
+                            "next_cursor": _NEXT_CURSOR}}),
+                        "400": _error("bad prefix, match kind, limit or cursor"),
                         "404": _error("unknown peer"),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                     },
                 },
                 "post": {
@@ -144,9 +164,12 @@ def document() -> dict[str, Any]:
                         "201": _json(_OBJECT, "announced"),
                         "200": _json(_OBJECT, "already announced, nothing changed"),
                         "400": _error("bad body or prefix"),
-                        "413": _error("body too large"),
+                        "408": _error("the body did not arrive in time"),
+                        "413": _error("body too large (also instead of 100 Continue)"),
+                        "417": _error("an Expect other than 100-continue"),
                         "422": _error("the node refuses this prefix"),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                     },
                 },
             },
@@ -160,6 +183,7 @@ def document() -> dict[str, Any]:
                         "400": _error("bad prefix"),
                         "422": _error("the node refuses this prefix"),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                     },
                 },
             },
@@ -169,15 +193,27 @@ def document() -> dict[str, Any]:
                 {"400": _error("not an IP address"), "404": _error("no route covers the EID")},
                 parameters=[{"name": "eid", "in": "path", "required": True, "schema": {"type": "string"}}],
             ),
-            "/v1/registrations": _get("Map-Server registrations",
-                                      _json({"type": "object", "properties": {
-                                          "registrations": {"type": "array", "items": _OBJECT}}})),
-            "/v1/counters": _get("Every counter of the node, by component", _json(_OBJECT)),
+            "/v1/registrations": _get(
+                "Map-Server registrations, a page at a time",
+                _json({"type": "object", "properties": {
+                    "registrations": {"type": "array", "items": _OBJECT},
+                    "count": {"type": "integer"}, "total": {"type": "integer"},
+                    "next_cursor": _NEXT_CURSOR}}),
+                {"400": _error("bad limit or cursor, unknown parameter")},
+                parameters=[_limit(DEFAULT_REGISTRATIONS_LIMIT, MAX_REGISTRATIONS_LIMIT), _CURSOR],
+            ),
+            "/v1/counters": _get(
+                "Every counter of the node, by component; drops under dropped, by reason",
+                _json({"type": "object", "additionalProperties": {
+                    "type": "object", "additionalProperties": {
+                        "oneOf": [{"type": "integer"},
+                                  {"type": "object", "additionalProperties": {"type": "integer"}}]}}})),
             "/v1/stream": _get(
                 "Server-Sent Events: route and peer changes; resume with Last-Event-ID or since=",
                 {"description": "an endless text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                {"400": _error("bad since= or Last-Event-ID")},
+                {"400": _error("bad since= or Last-Event-ID"),
+                 "503": _error("too many stream clients (see [api] stream_clients) or connections")},
                 parameters=[
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
                      "description": "send every kept event after this sequence number first"},

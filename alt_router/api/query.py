@@ -6,10 +6,10 @@ Everything an operator can type into a URL is checked here and refused with an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from itertools import islice
 from typing import Literal
 
 from alt_router.api.view import JsonDict, route_dict
@@ -21,8 +21,17 @@ MatchKind = Literal["exact", "longer", "shorter"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "longer", "shorter")
 
 DEFAULT_LIMIT = 1_000
-# Serialising costs ~30 us per route here: a 100,000-route answer holds the event loop ~3 s.
-MAX_LIMIT = 100_000
+# Serialising costs ~30 us per route here: a page of 5,000 holds the event loop ~150 ms.  More
+# than that is a walk with the cursor, not one answer.
+MAX_LIMIT = 5_000
+DEFAULT_REGISTRATIONS_LIMIT = 100
+MAX_REGISTRATIONS_LIMIT = 1_000
+# An opaque cursor longer than this was not made by this API.
+MAX_CURSOR = 512
+# A peer's Adj-RIB-In up to this size is sorted for each page; a bigger one is walked in the
+# Loc-RIB's order, WALK_CHUNK entries at a time.
+SORT_MAX = 20_000
+WALK_CHUNK = 4096
 
 
 class ApiError(ValueError):
@@ -66,28 +75,56 @@ class RoutesQuery:
     match: MatchKind = "exact"
     peer: str | None = None
     limit: int = DEFAULT_LIMIT
+    cursor: Prefix | None = None
 
 
-_ROUTE_PARAMS = frozenset({"prefix", "match", "peer", "limit"})
+_ROUTE_PARAMS = frozenset({"prefix", "match", "peer", "limit", "cursor"})
+
+
+def parse_limit(params: Mapping[str, str], default: int, most: int) -> int:
+    if "limit" not in params:
+        return default
+    limit = parse_seq(params["limit"], "limit")
+    if not 1 <= limit <= most:
+        raise ApiError(400, "bad limit", f"limit must be between 1 and {most}")
+    return limit
+
+
+def parse_cursor(text: str) -> str:
+    if not text or len(text) > MAX_CURSOR or not text.isascii() or not text.isprintable():
+        raise ApiError(400, "bad cursor", "pass back the next_cursor of the previous page, unchanged")
+    return text
 
 
 def parse_routes_query(params: Mapping[str, str]) -> RoutesQuery:
     unknown = sorted(set(params) - _ROUTE_PARAMS)
     if unknown:
-        raise ApiError(400, "unknown parameter", f"{', '.join(unknown)} (known: prefix, match, peer, limit)")
+        raise ApiError(400, "unknown parameter",
+                       f"{', '.join(unknown)} (known: prefix, match, peer, limit, cursor)")
     prefix = parse_prefix(params["prefix"]) if params.get("prefix") else None
     match = params.get("match", "exact")
     if match not in MATCH_KINDS:
         raise ApiError(400, "bad match kind", f"{match!r}: expected one of {', '.join(MATCH_KINDS)}")
     if "match" in params and prefix is None:
         raise ApiError(400, "match without prefix", "match= only makes sense with prefix=")
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        limit = parse_seq(params["limit"], "limit")
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, "bad limit", f"limit must be between 1 and {MAX_LIMIT}")
+    limit = parse_limit(params, DEFAULT_LIMIT, MAX_LIMIT)
+    cursor: Prefix | None = None
+    if "cursor" in params:
+        try:
+            cursor = ip_network(parse_cursor(params["cursor"]), strict=True)
+        except ValueError:
+            raise ApiError(400, "bad cursor",
+                           "pass back the next_cursor of the previous page, unchanged") from None
     peer = params.get("peer") or None
-    return RoutesQuery(prefix, match, peer, limit)
+    return RoutesQuery(prefix, match, peer, limit, cursor)
+
+
+def parse_registrations_query(params: Mapping[str, str]) -> tuple[str | None, int]:
+    unknown = sorted(set(params) - {"limit", "cursor"})
+    if unknown:
+        raise ApiError(400, "unknown parameter", f"{', '.join(unknown)} (known: limit, cursor)")
+    cursor = parse_cursor(params["cursor"]) if "cursor" in params else None
+    return cursor, parse_limit(params, DEFAULT_REGISTRATIONS_LIMIT, MAX_REGISTRATIONS_LIMIT)
 
 
 def _related(prefix: Prefix, query: Prefix, match: MatchKind) -> bool:
@@ -100,9 +137,18 @@ def _related(prefix: Prefix, query: Prefix, match: MatchKind) -> bool:
     return query.subnet_of(prefix)  # type: ignore[arg-type]
 
 
-def _rib_paths(rib: Rib, q: RoutesQuery) -> Iterable[Path]:
-    if q.prefix is None:
-        return rib.routes()
+def _address_order(prefix: Prefix) -> tuple[int, int, int]:
+    return prefix.version, int(prefix.network_address), prefix.prefixlen
+
+
+def _length_order(prefix: Prefix) -> tuple[int, int, int]:
+    # match=shorter lists the covering prefixes longest first.
+    return prefix.version, -prefix.prefixlen, 0
+
+
+def _filtered_paths(rib: Rib, q: RoutesQuery) -> list[Path]:
+    """Loc-RIB paths for a prefix filter: at most the prefix's more- or less-specifics."""
+    assert q.prefix is not None
     if q.match == "exact":
         path = rib.get(q.prefix)
         return [] if path is None else [path]
@@ -111,24 +157,65 @@ def _rib_paths(rib: Rib, q: RoutesQuery) -> Iterable[Path]:
     return rib.covering(q.prefix)
 
 
+def _page(paths: Iterable[Path], q: RoutesQuery, order: Callable[[Prefix], tuple[int, int, int]]
+          ) -> tuple[list[Path], int]:
+    """(up to limit + 1 paths after the cursor, how many paths there are in all)."""
+    ordered = sorted(paths, key=lambda p: order(p.prefix))
+    start = 0
+    if q.cursor is not None:
+        after = order(q.cursor)
+        start = bisect_right([order(p.prefix) for p in ordered], after)
+    return ordered[start:start + q.limit + 1], len(ordered)
+
+
+def _peer_page(rib: Rib, adj: Mapping[str, Path], q: RoutesQuery) -> tuple[list[Path], int]:
+    """A page of one peer's Adj-RIB-In, in address order.
+
+    Up to ``SORT_MAX`` paths are sorted whole (~2 us each).  A bigger Adj-RIB-In is walked in the
+    Loc-RIB's order instead, whose every prefix has a best path, so every accepted path's prefix
+    is there: a page then costs the Loc-RIB entries it walks past, not a sort of the whole table.
+    """
+    if len(adj) <= SORT_MAX:
+        related = (p for p in adj.values() if q.prefix is None or _related(p.prefix, q.prefix, q.match))
+        return _page(related, q, _address_order)
+    if q.prefix is not None:
+        candidates = (adj.get(best.key) for best in _filtered_paths(rib, q))
+        return _page((p for p in candidates if p is not None), q, _address_order)
+    out: list[Path] = []
+    after = str(q.cursor) if q.cursor is not None else None
+    while len(out) <= q.limit:
+        chunk = rib.routes_after(after, WALK_CHUNK)
+        for best in chunk:
+            path = adj.get(best.key)
+            if path is not None:
+                out.append(path)
+                if len(out) > q.limit:
+                    break
+        if len(chunk) < WALK_CHUNK:
+            break
+        after = chunk[-1].key
+    return out, len(adj)
+
+
 def select_routes(rib: Rib, q: RoutesQuery) -> JsonDict:
-    """The answer to GET /v1/routes: Loc-RIB best paths, or one peer's Adj-RIB-In with ``best`` flags."""
+    """The answer to GET /v1/routes: one page of Loc-RIB best paths, or of one peer's Adj-RIB-In
+    with ``best`` flags.  ``next_cursor`` (the last prefix of this page) asks for the next page;
+    None means this was the last one."""
     if q.peer is not None:
-        if rib.peer(q.peer) is None:
+        state = rib.peer(q.peer)
+        if state is None:
             raise ApiError(404, "unknown peer", repr(q.peer))
-        adj = rib.adj_rib_in(q.peer)
-        paths = sorted(
-            (p for p in adj.values() if q.prefix is None or _related(p.prefix, q.prefix, q.match)),
-            key=lambda p: (p.prefix.version, int(p.prefix.network_address), p.prefix.prefixlen),
-        )
-        total = len(paths)
-        rows = [route_dict(p, best=rib.get(p.prefix) == p) for p in paths[: q.limit]]
+        paths, total = _peer_page(rib, state.adj_in, q)
+        rows = [route_dict(p, best=rib.get(p.key) == p) for p in paths[: q.limit]]
+    elif q.prefix is None:
+        paths = rib.routes_after(str(q.cursor) if q.cursor is not None else None, q.limit + 1)
+        total = len(rib)
+        rows = [route_dict(p) for p in paths[: q.limit]]
     else:
-        paths_iter = _rib_paths(rib, q)
-        total = len(rib) if q.prefix is None else -1
-        # islice: an unfiltered dump of a full table must stop at the limit, not build it all.
-        rows = [route_dict(p) for p in islice(paths_iter, q.limit + 1)]
-        if total < 0:
-            total = len(rows) if len(rows) <= q.limit else len(list(_rib_paths(rib, q)))
-        rows = rows[: q.limit]
-    return {"routes": rows, "count": len(rows), "total": total, "truncated": total > len(rows)}
+        order = _length_order if q.match == "shorter" else _address_order
+        paths, total = _page(_filtered_paths(rib, q), q, order)
+        rows = [route_dict(p) for p in paths[: q.limit]]
+    more = len(paths) > q.limit
+    next_cursor = rows[-1]["prefix"] if more and rows else None
+    return {"routes": rows, "count": len(rows), "total": total, "truncated": more, "next_cursor": next_cursor}
+

@@ -32,11 +32,17 @@ class NodeView(Protocol):
       (``counters`` is ``gre.dataplane.Counters.as_dict()``).
     - ``lookup(eid)``: ``None`` when there is no route, else ``{"eid", "prefix",
       "route": route_dict(...), "next_hop", "tunnel"}`` (see ``rib_lookup``).
-    - ``registrations()``: ``[{"site", "eid_prefix", "rlocs": [...], "etr",
-      "registered_at", "expires_in", "proxy_reply"}]``.
-    - ``counters()``: ``{component: {name: int | {reason: int}}}`` with components
-      such as ``"rib"``, ``"map_server"``, ``"map_resolver"``, ``"forwarder"``;
-      every number is a monotonically increasing count (they become Prometheus counters).
+    - ``registrations(cursor, limit)``: one page, ``([{"site", "eid_prefix", "rlocs": [...],
+      "etr", "registered_at", "expires_in", "proxy_reply"}], next_cursor)``; ``cursor`` is
+      None or a ``next_cursor`` it gave before (opaque), ``next_cursor`` None on the last page.
+      Raise ``ValueError`` for a cursor it did not make.
+    - ``registration_totals()``: ``{site: registrations}`` (never the registrations themselves).
+    - ``counters()``: ``{component: {name: int | {label: int}}}`` with components such
+      as ``"rib"``, ``"edge"``, ``"map_server"``, ``"map_resolver"``, ``"forwarder"``, ``"gre"``;
+      every number is a monotonically increasing count (they become Prometheus counters,
+      ``alt_router_<component>_<name>_total``, the inner dict's keys as ``reason`` labels).
+      Drops go under ``"dropped"``: ``{"dropped": {reason: n}}``.  The API passes any
+      component and name through, so a new counter needs no API change.
     - ``announce``/``withdraw``: idempotent, return whether anything changed; raise
       ``ValueError`` with a message to refuse (e.g. outside the node's EID space).
     """
@@ -55,7 +61,9 @@ class NodeView(Protocol):
 
     def lookup(self, eid: str) -> JsonDict | None: ...
 
-    def registrations(self) -> list[JsonDict]: ...
+    def registrations(self, cursor: str | None, limit: int) -> tuple[list[JsonDict], str | None]: ...
+
+    def registration_totals(self) -> dict[str, int]: ...
 
     def counters(self) -> dict[str, dict[str, Any]]: ...
 

@@ -18,10 +18,12 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,31 @@ def process_matches(pid: int, needles: Sequence[str]) -> bool:
     return all(n in cmdline for n in needles)
 
 
+# What ExaBGP logs (ExaBGP 5.0, `exabgp env` lists every option).  Its INFO level writes a line
+# per route our API announces or withdraws ("route added to ..."; category ``processes``) and,
+# with ``statistics``, counter lines per message received: 1.6 MB for a few thousand route
+# events.  WARNING keeps what an operator needs from ExaBGP itself -- refused API commands
+# (ERROR, with the parser's reason), lost TCP sessions, notifications, configuration errors --
+# while session up/down and route counts are in the node's own log and API.  The per-message
+# categories are off by name as well, so raising the level for a debugging session does not
+# bring the per-update flood back.
+EXABGP_LOG_ENV: Final = {
+    "exabgp.log.level": "WARNING",
+    "exabgp.log.all": "false",
+    "exabgp.log.packets": "false",
+    "exabgp.log.message": "false",
+    "exabgp.log.routes": "false",
+    "exabgp.log.rib": "false",
+    "exabgp.log.parser": "false",
+    "exabgp.log.timers": "false",
+    "exabgp.log.statistics": "false",
+}
+
+
 def exabgp_env(state_dir: Path, name: str) -> dict[str, str]:
     """ExaBGP settings we depend on (see docs/operations.md)."""
     return {
+        **EXABGP_LOG_ENV,
         # As root ExaBGP would otherwise drop to 'nobody' and lose access to the state dir.
         "exabgp.daemon.user": "root",
         "exabgp.daemon.daemonize": "false",
@@ -248,28 +272,49 @@ class ExabgpSupervisor:
                 self.pid = None
                 return
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM ExaBGP's process group (it closes its sessions with a Cease), SIGKILL after ``grace``."""
+    async def stop(self, grace: float = 5.0, wait: float | None = None) -> None:
+        """SIGTERM ExaBGP's process group (it closes its sessions with a Cease), SIGKILL after ``grace``.
+
+        The caller waits at most ``wait`` seconds (all of ``grace`` by default).  An ExaBGP
+        still closing its sessions then is left to finish on its own, with a detached
+        reaper (``reap_later``) that SIGKILLs it once ``grace`` is over, and the pidfile
+        stays: a daemon that must stop within seconds (systemd, an operator) does not wait
+        for a large table's teardown, ExaBGP still gets its time to send every Cease, and
+        a successor adopts it (and restarts it when it exits) rather than start a second one.
+        """
         self._stopping = True
         pid = self.pid
+        gone = True
         if pid is not None:
             waiter = asyncio.ensure_future(self._wait_exit(pid))
             _signal_group(pid, signal.SIGTERM)
+            patience = grace if wait is None else min(wait, grace)
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), grace)
+                await asyncio.wait_for(asyncio.shield(waiter), patience)
             except TimeoutError:
-                log.warning("ExaBGP pid %d ignored SIGTERM for %.1fs; SIGKILL", pid, grace)
-                _signal_group(pid, signal.SIGKILL)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, grace)
-            log.info("ExaBGP pid %d stopped", pid)
+                if patience < grace:
+                    gone = False
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
+                    reap_later(pid, grace - patience)
+                    log.warning("ExaBGP pid %d still closing its sessions after %.1fs; not waiting, it "
+                                "gets SIGKILL in %.1fs if it has not exited", pid, patience, grace - patience)
+                else:
+                    log.warning("ExaBGP pid %d ignored SIGTERM for %.1fs; SIGKILL", pid, grace)
+                    _signal_group(pid, signal.SIGKILL)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter, grace)
+            if gone:
+                log.info("ExaBGP pid %d stopped", pid)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         self.pid = None
-        self.pidfile.unlink(missing_ok=True)
+        if gone:
+            self.pidfile.unlink(missing_ok=True)
 
     def detach(self) -> None:
         """Stop watching but leave ExaBGP running (a successor will adopt it)."""
@@ -277,6 +322,73 @@ class ExabgpSupervisor:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+async def terminate(pid: int, grace: float) -> bool:
+    """SIGTERM ``pid``'s process group and wait (without blocking the loop) up to ``grace`` s, then SIGKILL.
+
+    True if it exited within ``grace``.  For a process that is not our child (an adopted
+    ExaBGP); the exit is watched with a pidfd, as in ``ExabgpSupervisor``.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        done: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, ready)
+        try:
+            _signal_group(pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(done, grace)
+                return True
+            except TimeoutError:
+                _signal_group(pid, signal.SIGKILL)
+                return False
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+# Run by ``reap_later`` in a detached interpreter: SIGKILL the process group of argv[1] if its
+# leader has not exited after argv[2] seconds.  The pidfd pins the process, so a pid reused by
+# then is never signalled.
+_REAPER = """
+import os, select, signal, sys
+pid, delay = int(sys.argv[1]), float(sys.argv[2])
+try:
+    fd = os.pidfd_open(pid)
+except OSError:
+    sys.exit(0)
+if not select.select([fd], [], [], delay)[0]:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def reap_later(pid: int, delay: float) -> None:
+    """SIGKILL ``pid``'s process group in ``delay`` seconds unless it has exited, from a detached process."""
+    try:
+        subprocess.Popen(
+            [sys.executable, "-c", _REAPER, str(pid), str(max(0.0, delay))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        log.warning("cannot start a reaper for ExaBGP pid %d (%s): SIGKILL now", pid, exc)
+        _signal_group(pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, signum: int) -> None:

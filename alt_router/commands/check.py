@@ -1,4 +1,8 @@
-"""``alt-router check -c node.toml``: validate a node config and print the ExaBGP config it renders."""
+"""``alt-router check -c node.toml``: validate a node config and print the ExaBGP config it renders.
+
+``check_config_text`` is the whole check; ``alt-router lab up`` runs it on every node config it
+generates before it builds anything, so a lab never starts a node that ``check`` would refuse.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,14 @@ import tempfile
 from pathlib import Path
 
 from alt_router.bgp.exabgp_config import ExabgpConfigError
+from alt_router.commands.etr import etr_auth_notes
 from alt_router.gre.config import TunnelConfigError
-from alt_router.node.config import ConfigError, load_config
+from alt_router.node.config import ConfigError, NodeConfig, load_config, parse_config
 from alt_router.node.daemon import exabgp_config_text, tunnel_configs
+
+
+class CheckError(Exception):
+    """A node config that ``alt-router run`` would refuse; the message names the file and the key."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,22 +37,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_config(config: NodeConfig) -> str:
+    """Everything ``alt-router run`` derives from a parsed config; returns the ExaBGP config text."""
     try:
-        config = load_config(args.config)
         tunnel_configs(config)
         if config.exabgp.config is not None:
             text = config.exabgp.config.read_text()
-            print(f"# operator-supplied ExaBGP config {config.exabgp.config}, used as is")
-        else:
-            text = exabgp_config_text(config)
+            return f"# operator-supplied ExaBGP config {config.exabgp.config}, used as is\n{text}"
+        return exabgp_config_text(config)
+    except (ExabgpConfigError, TunnelConfigError, OSError) as exc:
+        raise CheckError(f"{config.source}: {exc}") from exc
+
+
+def check_config_text(text: str, source: str) -> str:
+    """``alt-router check`` on config ``text`` read from ``source`` (a file name, for the messages)."""
+    try:
+        config = parse_config(text, source=source)
+    except ConfigError as exc:
+        raise CheckError(str(exc)) from exc
+    return check_config(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        text = check_config(config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ExabgpConfigError, TunnelConfigError, OSError) as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
+    except CheckError as exc:
+        print(exc, file=sys.stderr)
         return 2
     print(text, end="")
+    for note in etr_auth_notes(config):  # the HMAC length choice, on stderr beside the config
+        print(note, file=sys.stderr)
     if args.exabgp_validate:
         return _validate(config.exabgp.binary, text)
     return 0

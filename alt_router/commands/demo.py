@@ -78,10 +78,7 @@ def sample_packets() -> list[tuple[Decimal, bytes]]:
         ),
         SAMPLE_KEY, algorithm_id=lisp.HMAC_SHA_256_128,
     )
-    notify = lisp.sign(
-        lisp.MapNotify(register.nonce, register.records, xtr_id=register.xtr_id, site_id=register.site_id),
-        SAMPLE_KEY, algorithm_id=lisp.HMAC_SHA_256_128,
-    )
+    notify = lisp.sign_like(lisp.MapNotify(register.nonce, register.records), SAMPLE_KEY, register)
     exchange: list[tuple[inet.IPAddress, int, inet.IPAddress, int, lisp.LispMessage]] = [
         (ETR, EPHEMERAL, MAP_SERVER, PORT, register),
         (MAP_SERVER, PORT, ETR, EPHEMERAL, notify),
@@ -123,6 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--json", action="store_true",
                         help="the sample decoded as one JSON object per message (implies --sample)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for BGP (60)")
+    lab_command.add_name_option(parser)
     parser.add_argument(
         "--write-sample", metavar="PATH", help="write the sample capture to PATH instead (regenerates it)"
     )
@@ -135,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.sample or args.json):
         return lab_command.run(argparse.Namespace(
-            lab_command="demo", topology=None, timeout=args.timeout, state_root=STATE_ROOT,
+            lab_command="demo", topology=None, timeout=args.timeout, state_root=STATE_ROOT, name=args.name,
         ))
     return decode_inputs(
         file=str(sample_path()), hex_strings=(), as_json=args.json, ports=DEFAULT_PORTS,

@@ -4,6 +4,9 @@
 
 or ``--config node.toml`` to take everything from the node's ``[etr]`` section.
 Runs until SIGINT/SIGTERM; registers at once and then every ``--interval`` s.
+
+Map-Register nonces increase (RFC 9301 §5.6) and the last one is kept in
+``--state-dir`` (with ``--config``: the node's ``state_dir``) across restarts.
 """
 
 from __future__ import annotations
@@ -13,16 +16,20 @@ import ipaddress
 import logging
 import select
 import signal
+import socket
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from alt_router.inet import InetError, address
 from alt_router.lisp import LISP_CONTROL_PORT
-from alt_router.mapping.etr import EidMapping, Etr, MapServerTarget
+from alt_router.mapping.etr import Etr, EtrMappingConfig, EtrRloc, MapServerTarget, initial_nonce
 from alt_router.mapping.map_server import ALGORITHMS
-from alt_router.mapping.udp import bound_port, open_udp, send_all
-from alt_router.node.config import ConfigError, Rloc, load_config
+from alt_router.node.config import ConfigError, NodeConfig, load_config
+from alt_router.node.etr_state import NonceStore, nonce_path
+from alt_router.node.mapping import etr_inputs
+from alt_router.node.udp import bound_port, open_udp, send_all
 
 log = logging.getLogger("alt_router.etr")
 
@@ -42,12 +49,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ttl", type=int, default=1440, help="record TTL in minutes (1440)")
     p.add_argument("--listen", default="0.0.0.0", help="address to listen on (0.0.0.0)")
     p.add_argument("--port", type=int, default=LISP_CONTROL_PORT, help="UDP port to listen on (4342)")
+    p.add_argument("--register-port", type=int, default=None,
+                   help="send Map-Registers from this port instead (0: ephemeral, as RFC 9301 §5.6 allows); "
+                        "Map-Notifies and Map-Requests are still received on --port")
     p.add_argument("--interval", type=float, default=None, help="seconds between Map-Registers (60)")
     p.add_argument("--proxy-reply", action="store_true", help="ask the Map-Server to answer for us (P bit)")
+    p.add_argument("--auth-length", choices=("full", "truncated"), default="full",
+                   help="HMAC length in Map-Registers: the full 20/32-byte digest deployed Map-Servers "
+                        "expect (default), or the 12/16 bytes of the algorithm names")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where the last Map-Register nonce is kept (default: the config's state_dir)")
     p.set_defaults(func=run)
 
 
-def _rloc(text: str) -> Rloc:
+def _rloc(text: str) -> EtrRloc:
     parts = text.split(",")
     if not 1 <= len(parts) <= 3:
         raise ValueError(f"--rloc {text!r}: expected ADDR[,PRIORITY[,WEIGHT]]")
@@ -55,33 +70,67 @@ def _rloc(text: str) -> Rloc:
     weight = int(parts[2]) if len(parts) > 2 else 100
     if not (0 <= prio <= 255 and 0 <= weight <= 255):
         raise ValueError(f"--rloc {text!r}: priority and weight are 0..255")
-    return Rloc(address(parts[0]), prio, weight)
+    return EtrRloc(address(parts[0]), prio, weight)
 
 
-def build(args: argparse.Namespace) -> Etr:
+def build(args: argparse.Namespace, last_nonce: int = 0) -> Etr:
     """The ETR core from the command line (raises ValueError with an operator-facing message)."""
     if args.config:
         cfg = load_config(args.config).etr
-        servers = [MapServerTarget.from_config(s, args.map_server_port) for s in cfg.map_servers]
-        mappings = [EidMapping.from_config(m) for m in cfg.mappings]
+        mappings, servers = etr_inputs(cfg, args.map_server_port)
         interval = args.interval if args.interval is not None else float(cfg.register_interval)
         proxy = cfg.proxy_reply or args.proxy_reply
     else:
         if not (args.map_server and args.key and args.eid and args.rloc):
             raise ValueError("need --config, or --map-server, --key, --eid and --rloc")
         alg = ALGORITHMS[_ALG_NAMES[args.alg]]
-        servers = [MapServerTarget(address(a), args.key, alg, args.map_server_port) for a in args.map_server]
+        truncated = args.auth_length == "truncated"
+        servers = [MapServerTarget(address(a), args.key, alg, args.map_server_port, truncated_auth=truncated)
+                   for a in args.map_server]
         rlocs = tuple(_rloc(r) for r in args.rloc)
         if not 0 <= args.ttl <= 0xFFFFFFFF:
             raise ValueError(f"--ttl {args.ttl} out of range")
-        mappings = [EidMapping(ipaddress.ip_network(e, strict=True), rlocs, args.ttl) for e in args.eid]
+        mappings = [EtrMappingConfig(ipaddress.ip_network(e, strict=True), rlocs, args.ttl) for e in args.eid]
         interval = args.interval if args.interval is not None else 60.0
         proxy = args.proxy_reply
     if not servers or not mappings:
         raise ValueError("no Map-Servers or no EID mappings configured")
     if interval <= 0:
         raise ValueError("--interval must be > 0")
-    return Etr(mappings, servers, register_interval=interval, proxy_reply=proxy, port=args.port)
+    return Etr(mappings, servers, register_interval=interval, proxy_reply=proxy, port=args.port,
+               last_nonce=last_nonce)
+
+
+def state_dir(args: argparse.Namespace) -> Path | None:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    if args.config:
+        return load_config(args.config).node.state_dir
+    return None
+
+
+_DIGEST_LENGTHS = {"hmac-sha1-96": (12, 20), "hmac-sha256-128": (16, 32)}
+
+
+def etr_auth_notes(config: NodeConfig) -> list[str]:
+    """One line per ``[[etr.map_servers]]`` saying which HMAC length its Map-Registers carry, and why."""
+    notes = []
+    for i, ms in enumerate(config.etr.map_servers if config.etr.enabled else ()):
+        short, full = _DIGEST_LENGTHS[ms.algorithm]
+        if ms.auth_length == "full":
+            notes.append(
+                f"note: etr.map_servers[{i}] ({ms.address}): Map-Registers carry the full {full}-byte "
+                f"{ms.algorithm} digest, as deployed Map-Servers expect; set auth_length = \"truncated\" "
+                f"only for a Map-Server that insists on the {short} bytes of RFC 2404/4868 "
+                "(docs/mapping.md, Interoperability)"
+            )
+        else:
+            notes.append(
+                f"note: etr.map_servers[{i}] ({ms.address}): auth_length = \"truncated\" sends a "
+                f"{short}-byte MAC; Map-Servers that expect the full {full}-byte digest refuse or "
+                "misparse it (docs/mapping.md, Interoperability)"
+            )
+    return notes
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -90,7 +139,9 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        etr = build(args)
+        directory = state_dir(args)
+        store = NonceStore(nonce_path(directory)) if directory is not None else None
+        etr = build(args, initial_nonce(store.saved if store else None, time.time()))
         listen = address(args.listen)
     except (ValueError, ConfigError, InetError) as exc:
         print(f"etr: {exc}", file=sys.stderr)
@@ -105,21 +156,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"etr: cannot listen on {listen} port {args.port}: {exc}", file=sys.stderr)
         return 2
     etr.port = bound_port(sock)
-    signal.signal(signal.SIGTERM, _stop)
     sockets = {etr.port: sock}
+    if args.register_port is not None:
+        try:
+            reg_sock = open_udp(listen, args.register_port)
+        except OSError as exc:
+            sock.close()
+            print(f"etr: cannot bind the register port {args.register_port}: {exc}", file=sys.stderr)
+            return 2
+        etr.register_port = bound_port(reg_sock)
+        sockets[etr.register_port] = reg_sock
+    signal.signal(signal.SIGTERM, _stop)
     prefixes = ", ".join(str(m.prefix) for m in etr.mappings)
-    print(f"etr: listening on {listen} port {etr.port}, registering {prefixes}", file=sys.stderr, flush=True)
+    via = "" if etr.register_port is None else f" from port {etr.register_port}"
+    print(f"etr: listening on {listen} port {etr.port}, registering {prefixes}{via}", file=sys.stderr,
+          flush=True)
+    try:
+        _loop(etr, sockets, store)
+    finally:
+        for s in sockets.values():
+            s.close()
+    return 0
+
+
+def _loop(etr: Etr, sockets: dict[int, socket.socket], store: NonceStore | None) -> None:
     notified: set[object] = set()
-    with sock:
-        while True:
-            now = time.monotonic()
-            failed = send_all(sockets, etr.tick(now))
-            if failed:
-                log.warning("%d Map-Register(s) could not be sent", failed)
-            wait = max(0.0, etr.next_deadline() - time.monotonic())
-            ready, _, _ = select.select([sock], [], [], wait)
-            if not ready:
-                continue
+    readers = list(sockets.values())
+    while True:
+        now = time.monotonic()
+        actions = etr.tick(now)
+        if store is not None:
+            store.save(etr.last_nonce)  # before the Map-Registers leave (RFC 9301 §5.6)
+        failed = send_all(sockets, actions)
+        if failed:
+            log.warning("%d Map-Register(s) could not be sent", failed)
+        wait = max(0.0, etr.next_deadline() - time.monotonic())
+        ready, _, _ = select.select(readers, [], [], wait)
+        for sock in ready:
             try:
                 data, peer = sock.recvfrom(65535)
             except OSError:
@@ -128,9 +201,10 @@ def run(args: argparse.Namespace) -> int:
                 src = address(peer[0].split("%")[0])
             except InetError:
                 continue
+            # A Map-Server that answers at the source port reaches the register socket: same core.
             send_all(sockets, etr.handle(data, src, peer[1], time.monotonic()))
-            for ms_addr in etr.last_notify:
-                if ms_addr not in notified:
-                    notified.add(ms_addr)
-                    print(f"etr: registered with Map-Server {ms_addr} (Map-Notify)", file=sys.stderr,
-                          flush=True)
+        for ms_addr in etr.last_notify:
+            if ms_addr not in notified:
+                notified.add(ms_addr)
+                print(f"etr: registered with Map-Server {ms_addr} (Map-Notify)", file=sys.stderr,
+                      flush=True)

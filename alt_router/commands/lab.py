@@ -1,9 +1,11 @@
 """``alt-router lab up|status|down|demo``: a whole ALT in network namespaces on one machine.
 
-    alt-router lab up TOPOLOGY.toml      build it, wait for BGP to converge, register the ETRs
+    alt-router lab up TOPOLOGY.toml      check every node config, build it, wait for BGP, register ETRs
     alt-router lab status TOPOLOGY|NAME  what runs, peers up, routes; explains leftovers
     alt-router lab down TOPOLOGY|NAME    remove everything (also what a crashed `up` left)
-    alt-router lab demo                  the bundled ALT: up, lig, lig --trace, down
+    alt-router lab demo [--name NAME]    the bundled ALT: up, lig, lig --trace, down
+    alt-router lab generate --levels L --fanout F --sites N [-o FILE]
+                                         write a hierarchical, aggregating ALT topology (no root needed)
 
 Needs root.  Exit status: 0 done (``status``: converged), 1 failed or degraded,
 2 usage or topology error, 3 (``status``) no such lab.  The topology format is
@@ -21,9 +23,10 @@ from typing import Any, TextIO
 
 from alt_router.lab.alt import AltTopology, AltTopologyError
 from alt_router.lab.alt_lab import STATE_ROOT, LabDir, down, node_view, status_lines, torn_down_on_exit, up
+from alt_router.lab.generate import GenerateError, generate
 from alt_router.lab.netns import NetnsError
 from alt_router.lab.processes import LabError, run_in_netns
-from alt_router.lab.topology import TopologyError, netns_name
+from alt_router.lab.topology import TopologyError, check_lab_name, netns_name
 from alt_router.node.daemon import query
 
 DEMO_PICTURE = r"""
@@ -66,6 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lsub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     u = lsub.add_parser("up", help="build the ALT of TOPOLOGY.toml and wait for BGP to converge")
     u.add_argument("topology", type=Path, help="ALT lab topology (TOML, docs/lab.md)")
+    u.add_argument("--name", type=lab_name_arg, default=None, help="lab name instead of the file's `name`")
     u.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence (60)")
     s = lsub.add_parser("status", help="show what runs: processes, peers up, routes")
     s.add_argument("lab", help="topology file or lab name")
@@ -74,16 +78,47 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = lsub.add_parser("demo", help="the bundled ALT: up, register an ETR, lig (--trace), down")
     m.add_argument("--topology", type=Path, default=None, help="another topology with an [alt.demo] table")
     m.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence (60)")
+    add_name_option(m)
+    g = lsub.add_parser(
+        "generate", help="write the topology of a hierarchical ALT with aggregation (lab/generate.py)"
+    )
+    g.add_argument("--levels", type=int, required=True, help="depth of the ALT tree (root = level 0)")
+    g.add_argument("--fanout", type=int, required=True, help="children of every non-leaf ALT node")
+    g.add_argument("--sites", type=int, required=True, help="Map-Server sites, spread over the leaves")
+    g.add_argument("--frr-transits", type=int, default=0, help="parent-child links through FRR (0)")
+    g.add_argument("--bird-transits", type=int, default=0, help="parent-child links through BIRD (0)")
+    g.add_argument("--map-resolvers", type=int, default=1, help="Map-Resolver nodes (1)")
+    g.add_argument("--no-aggregation", action="store_true", help="no [[eid.aggregates]] (to compare)")
+    g.add_argument("--name", type=lab_name_arg, default="altgen", help="lab name (altgen)")
+    g.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
     p.set_defaults(func=run)
 
 
+def lab_name_arg(text: str) -> str:
+    """A lab name as argparse type: checked with the topology's own rule, so errors read the same."""
+    try:
+        check_lab_name(text, "--name")
+    except TopologyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_name_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name", type=lab_name_arg, default=None,
+        help="lab name (default: the topology's, `demo`); another name runs beside an existing demo lab",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.lab_command == "generate":
+        return cmd_generate(args)
     if os.geteuid() != 0:
         print("alt-router lab: needs root (network namespaces, TUN devices, raw sockets)", file=sys.stderr)
         return 2
     try:
         if args.lab_command == "up":
-            return cmd_up(args.topology, args.state_root, args.timeout, sys.stdout)
+            return cmd_up(args.topology, args.state_root, args.timeout, sys.stdout, name=args.name)
         if args.lab_command == "status":
             lines, status = status_lines(lab_name(args.lab), args.state_root)
             print("\n".join(lines))
@@ -91,13 +126,34 @@ def run(args: argparse.Namespace) -> int:
         if args.lab_command == "down":
             down(lab_name(args.lab), args.state_root, out=sys.stdout)
             return 0
-        return cmd_demo(args.topology or demo_topology_path(), args.state_root, args.timeout, sys.stdout)
+        return cmd_demo(
+            args.topology or demo_topology_path(), args.state_root, args.timeout, sys.stdout, name=args.name
+        )
     except TopologyError as exc:  # AltTopologyError included
         print(f"alt-router lab: {exc}", file=sys.stderr)
         return 2
     except (LabError, NetnsError, OSError) as exc:
         print(f"alt-router lab: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        gen = generate(
+            args.levels, args.fanout, args.sites, frr_transits=args.frr_transits,
+            bird_transits=args.bird_transits, map_resolvers=args.map_resolvers, name=args.name,
+            aggregation=not args.no_aggregation,
+        )
+    except GenerateError as exc:
+        print(f"alt-router lab generate: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(gen.text)
+    else:
+        args.output.write_text(gen.text)
+        print(f"wrote {args.output}: {gen.speakers} BGP speakers ({len(gen.nodes)} ALT nodes, "
+              f"{len(gen.transits)} transits, {len(gen.map_resolvers)} Map-Resolver(s))")
+    return 0
 
 
 def lab_name(text: str) -> str:
@@ -110,8 +166,8 @@ def lab_name(text: str) -> str:
     return text
 
 
-def cmd_up(path: Path, root: Path, timeout: float, out: TextIO) -> int:
-    alt = AltTopology.from_toml(path)
+def cmd_up(path: Path, root: Path, timeout: float, out: TextIO, *, name: str | None = None) -> int:
+    alt = AltTopology.from_toml(path, name=name)
     ld, converged = up(alt, root=root, source=str(path.resolve()), out=out, timeout=timeout)
     out.write(
         f"lab {alt.name}: {'up' if converged else 'up but NOT converged'}; state in {ld.path}\n"
@@ -141,8 +197,8 @@ def rib_lines(alt: AltTopology, ld: LabDir) -> list[str]:
     return lines
 
 
-def cmd_demo(path: Path, root: Path, timeout: float, out: TextIO) -> int:
-    alt = AltTopology.from_toml(path)
+def cmd_demo(path: Path, root: Path, timeout: float, out: TextIO, *, name: str | None = None) -> int:
+    alt = AltTopology.from_toml(path, name=name)
     if alt.demo is None:
         raise AltTopologyError(f"{path}: no [alt.demo] table (eid, itr, map_resolver)")
     demo = alt.demo

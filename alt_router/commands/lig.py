@@ -18,7 +18,7 @@ from alt_router.inet import InetError, address
 from alt_router.lisp import LISP_CONTROL_PORT
 from alt_router.mapping.actions import IPAddress
 from alt_router.mapping.lig import Lig, LigReply, TraceHop, format_hop, format_reply, reply_to_dict
-from alt_router.mapping.udp import bound_port, default_source, icmp_payload, open_icmp, open_udp
+from alt_router.node.udp import bound_port, default_source, icmp_payload, open_icmp, open_udp
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-m", "--map-resolver", required=True, help="Map-Resolver address")
     p.add_argument("--mr-port", type=int, default=LISP_CONTROL_PORT, help="Map-Resolver UDP port (4342)")
     p.add_argument("--source", help="ITR-RLOC and source address (default: the route's source to the MR)")
+    p.add_argument("--source-eid", help="Source-EID of the Map-Request (default: none, AFI 0, RFC 9301 §5.2)")
     p.add_argument("--port", type=int, default=0, help="local UDP port for replies (default: ephemeral)")
     p.add_argument("-c", "--count", type=int, default=1, help="number of requests (default 1)")
     p.add_argument("-t", "--timeout", type=float, default=2.0, help="seconds to wait per request (default 2)")
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         eid = address(args.eid)
         mr = address(args.map_resolver)
         source = address(args.source) if args.source else default_source(mr, args.mr_port)
+        source_eid = address(args.source_eid) if args.source_eid else None
     except (InetError, OSError) as exc:
         print(f"lig: {exc}", file=sys.stderr)
         return 2
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lig: cannot bind UDP port {args.port}: {exc}", file=sys.stderr)
         return 2
     with sock:
-        lig = Lig(eid, source, mr, port=bound_port(sock))
+        lig = Lig(eid, source, mr, port=bound_port(sock), source_eid=source_eid)
         if args.trace:
             return _trace(args, lig, sock)
         return _lookup(args, lig, sock)
@@ -123,6 +125,7 @@ def _lookup(args: argparse.Namespace, lig: Lig, sock: socket.socket) -> int:
     if args.json:
         doc = {
             "eid": str(lig.eid), "map_resolver": str(lig.map_resolver), "source": str(lig.source),
+            "source_eid": None if lig.source_eid is None else str(lig.source_eid),
             "replies": [reply_to_dict(r) for r in replies], "timeouts": timeouts,
             "ignored": {k: v for k, v in lig.counters.items() if k not in ("sent", "replies")},
             "result": {0: "positive", 1: "negative", 2: "timeout"}[status],

@@ -17,6 +17,8 @@ JsonDict = dict[str, Any]
 # Exit codes: 1 the API answered with an error (or "no route"), 2 no API to talk to.
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
+# Page sizes `show` asks for while it follows next_cursor (the API's defaults and caps: docs/api.md).
+PAGE = {"routes": 1000, "registrations": 1000}
 
 
 def add_api_options(p: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="with PREFIX: exact (default), longer (and more-specifics), "
                              "shorter (and less-specifics)")
     routes.add_argument("--peer", help="the Adj-RIB-In of this peer, best paths marked '>'")
-    routes.add_argument("--limit", type=int, help="at most this many routes")
+    routes.add_argument("--limit", type=int, help="at most this many routes (default: all, page by page)")
     sub("tunnels", "GRE tunnels: mode and counters")
     sub("registrations", "Map-Server registrations")
     sub("counters", "every counter, by component")
@@ -105,7 +107,7 @@ def render_routes(data: JsonDict) -> str:
     out = format_table(["", *headers] if marked else headers, rows)
     summary = f"\nDisplayed {data.get('count', len(routes))} of {data.get('total', len(routes))} routes"
     if data.get("truncated"):
-        summary += " (truncated: use --limit)"
+        summary += " (more: raise --limit)"
     return out + summary
 
 
@@ -177,10 +179,36 @@ def request_for(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
             raise ApiClientError("--match needs a PREFIX")
         if args.peer:
             params["peer"] = args.peer
-        if args.limit is not None:
-            params["limit"] = str(args.limit)
         return "/v1/routes", params
     return f"/v1/{args.what}", {}
+
+
+def fetch_pages(client: ApiClient, path: str, params: dict[str, str], key: str, *, page: int,
+                limit: int | None = None) -> JsonDict:
+    """Every page of a paged endpoint (or the first ``limit`` rows), as one answer.
+
+    The API never answers more than a page; ``show`` follows ``next_cursor`` so it still shows
+    everything.  The merged answer keeps the first page's other keys (``total``).
+    """
+    if limit is not None and limit < 1:
+        raise ApiClientError("--limit must be at least 1")
+    rows: list[Any] = []
+    first: JsonDict | None = None
+    cursor: str | None = None
+    while True:
+        want = page if limit is None else min(page, limit - len(rows))
+        query = {**params, "limit": str(want)}
+        if cursor is not None:
+            query["cursor"] = cursor
+        data = client.get(path, query)
+        if first is None:
+            first = data
+        rows += data.get(key) or []
+        cursor = data.get("next_cursor")
+        if not cursor or (limit is not None and len(rows) >= limit):
+            break
+    assert first is not None
+    return {**first, key: rows, "count": len(rows), "truncated": cursor is not None, "next_cursor": cursor}
 
 
 def fail(message: str, code: int) -> int:
@@ -192,7 +220,11 @@ def run(args: argparse.Namespace) -> int:
     client = ApiClient(args.api, args.token, args.timeout)
     try:
         path, params = request_for(args)
-        data = client.get(path, params)
+        if args.what in PAGE:
+            data = fetch_pages(client, path, params, args.what, page=PAGE[args.what],
+                               limit=getattr(args, "limit", None))
+        else:
+            data = client.get(path, params)
     except ApiUnreachable as exc:
         return fail(str(exc), EXIT_UNREACHABLE)
     except ApiHttpError as exc:

@@ -40,6 +40,15 @@ HOOK_ERROR: Final = "hook-error"
 TOO_BIG: Final = "too-big"
 
 
+def _worth_logging(n: int) -> bool:
+    """Occurrences 1, 2, 3, 10, 100, 1000...: a bug every packet hits cannot flood the log (no clock)."""
+    if n <= 3:
+        return True
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
 # --- What a hook may decide about a decapsulated inner packet -------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,7 @@ class Counters:
         return {
             "rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
             "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
-            "drops": dict(sorted(self.drops.items())),
+            "drops": dict(sorted(list(self.drops.items()))),
         }
 
 
@@ -332,8 +341,11 @@ class Dataplane:
         try:
             verdict = self.hook(tunnel, inner)
         except Exception:
-            log.exception("inner-packet hook failed on tunnel %s; dropping the packet", tunnel.name)
-            self.counters[tunnel.name].drop(HOOK_ERROR)
+            counters = self.counters[tunnel.name]
+            counters.drop(HOOK_ERROR)
+            if _worth_logging(counters.drops[HOOK_ERROR]):
+                log.exception("inner-packet hook failed on tunnel %s (%d so far); dropping the packet",
+                              tunnel.name, counters.drops[HOOK_ERROR])
             return []
         if isinstance(verdict, Deliver):
             return [WriteTun(tunnel.name, inner)]
@@ -416,7 +428,9 @@ class Dataplane:
         return gre.header_length(key=t.key is not None, csum=t.checksum, seq=t.sequence)
 
     def stats(self) -> dict[str, object]:
+        # Another thread may ask while the data-plane thread counts: iterate over copies
+        # (``list``/``dict`` of a dict are single C calls under the GIL).
         return {
-            "tunnels": {name: c.as_dict() for name, c in self.counters.items()},
+            "tunnels": {name: c.as_dict() for name, c in list(self.counters.items())},
             "unmatched": self.unmatched.as_dict(),
         }

@@ -6,6 +6,15 @@ the file descriptors and netlink calls and nothing else.  The same
 or inside an asyncio loop (``attach``).  It calls the dataplane's fast entry
 points and, on the raw IPv4 socket, moves packets in batches (``MmsgIO``):
 see docs/gre.md, "The fast path".
+
+The node daemon runs it in its own *data-plane thread* (``start(loop)``), so the
+BGP sessions that cross the tunnels never wait for a busy control-plane event
+loop (docs/architecture.md, "Data-plane thread").  Then everything that changes
+the engine's state runs on that thread: other threads ``send`` through a bounded
+command queue and ``add_tunnel``/``remove_tunnel``/``call`` wait for the thread
+to do the work.  What the hook hands to a local application (``Local`` verdicts:
+the Map-Server's ALT datagrams) goes the other way through a bounded ``Handoff``
+that drops and counts rather than ever block the data-plane thread.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import selectors
 import socket
 import struct
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from typing import Any, Final, TypeVar
@@ -43,6 +54,8 @@ from alt_router.gre.dataplane import (
     WriteTun,
 )
 from alt_router.inet import PROTO_GRE, ipv4_header
+from alt_router.logsummary import LogSummary
+from alt_router.sockdrops import RX_BUFFER_OVERFLOW, TUN_QUEUE_OVERFLOW, link_tx_dropped, socket_drops
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +76,22 @@ SO_RCVBUFFORCE: Final = 33
 IPV6_RECVPKTINFO: Final = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO: Final = getattr(socket, "IPV6_PKTINFO", 50)
 IFA_F_NODAD: Final = 0x02
+# Engine errors (failed sends, TUN writes): one line per kind, then a summary per interval.
+ERROR_LOG_INTERVAL: Final = 10.0
+ERROR_LOG_KINDS: Final = 64
+# Data-plane thread -> event loop: ALT datagrams for the local Map-Server/ETR.  4,096 of at most
+# a tunnel MTU each is ~6 MB at worst, and at the Map-Server's few thousand registrations a
+# second it is over a second of backlog: enough to ride out a hiccup, bounded under a flood.
+HANDOFF_CAPACITY: Final = 4096
+# Calls the event loop runs per wakeup, so a backlog cannot hog the loop either.
+HANDOFF_BATCH: Final = 256
+# Other threads -> data-plane thread: packets to inject (the Map-Resolver's ALT datagrams).
+COMMAND_CAPACITY: Final = 4096
+# How long a thread waits for the data-plane thread to run a ``call`` (a tunnel add or remove).
+CALL_TIMEOUT: Final = 10.0
+# Drop reasons (tunnel counters) of the two queues.
+LOCAL_QUEUE_FULL: Final = "local-queue-full"
+SEND_QUEUE_FULL: Final = "send-queue-full"
 
 
 class TunnelSetupError(RuntimeError):
@@ -283,16 +312,104 @@ class MmsgIO:
 
 
 class _RateLimitedLog:
-    """Log the first few errors of a kind and then every 1000th, so a dead TUN cannot flood the log."""
+    """Log the first error of each kind, then one summary line per kind every ERROR_LOG_INTERVAL s.
 
-    def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
+    A dead TUN or an unreachable underlay fails every packet: logged one by one, that would
+    fill the disk (the tunnel's drop counters stay exact).  Only the data-plane thread calls
+    it, so the summary needs no lock; summaries go out with the next error of any kind.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.summary = LogSummary(ERROR_LOG_INTERVAL, ERROR_LOG_KINDS)
+        self.clock = clock
 
     def __call__(self, key: str, msg: str, *args: object) -> None:
-        n = self.seen.get(key, 0) + 1
-        self.seen[key] = n
-        if n <= 3 or n % 1000 == 0:
-            log.error(msg + " (occurrence %d)", *args, n)
+        now = self.clock()
+        for line in self.summary.flush(now):
+            log.error("GRE: %s", line)
+        # Keys are "<kind>:<tunnel>:<errno>": one summary line per kind and errno, per tunnel.
+        kind, _, rest = key.partition(":")
+        tunnel, _, err = rest.partition(":")
+        if self.summary.note(f"{kind} errors (errno {err})", f"tunnel {tunnel}", now):
+            log.error(msg + " (more are summed up every %.0fs)", *args, ERROR_LOG_INTERVAL)
+
+
+class Handoff:
+    """A bounded queue of calls from the data-plane thread to an event loop; the producer never blocks.
+
+    ``schedule(fn)`` must be callable from any thread and run ``fn`` soon on the consumer
+    (``loop.call_soon_threadsafe``).  It is asked once per batch, not per item, so a flood
+    costs the loop one wakeup per ``batch`` items.  When ``capacity`` items wait, ``offer``
+    refuses (and counts) instead of waiting: a stalled loop loses local deliveries, never the
+    tunnels' traffic.
+
+    No lock: ``deque.append``/``popleft`` are atomic, and the consumer clears ``_scheduled``
+    before it drains, so an item appended while it runs is either drained by it or schedules
+    a new run.
+    """
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object], *,
+                 capacity: int = HANDOFF_CAPACITY, batch: int = HANDOFF_BATCH) -> None:
+        if capacity < 1 or batch < 1:
+            raise ValueError("hand-off capacity and batch must be at least 1")
+        self._schedule = schedule
+        self.capacity = capacity
+        self.batch = batch
+        self._items: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        self._scheduled = False
+        self.queued = 0
+        self.dropped = 0
+        self.errors = 0
+        self.high_water = 0
+
+    def offer(self, fn: Callable[..., object], *args: object) -> bool:
+        """Queue ``fn(*args)`` for the consumer; False (counted in ``dropped``) if the queue is full."""
+        items = self._items
+        depth = len(items)
+        if depth >= self.capacity:
+            self.dropped += 1
+            return False
+        items.append((fn, args))
+        self.queued += 1
+        if depth >= self.high_water:
+            self.high_water = depth + 1
+        if not self._scheduled:
+            self._wake()
+        return True
+
+    def _wake(self) -> None:
+        self._scheduled = True
+        try:
+            self._schedule(self.run)
+        except RuntimeError:
+            # The loop is closed (shutdown): nobody will run what waits, so drop it.
+            self._scheduled = False
+            self.dropped += len(self._items)
+            self._items.clear()
+
+    def run(self) -> None:
+        """Run up to ``batch`` queued calls (on the consumer); schedule another run if more wait."""
+        self._scheduled = False
+        items = self._items
+        for _ in range(self.batch):
+            try:
+                fn, args = items.popleft()
+            except IndexError:
+                return
+            try:
+                fn(*args)
+            except Exception:
+                self.errors += 1
+                log.exception("hand-off call %r failed", fn)
+        if items and not self._scheduled:
+            self._wake()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict[str, int]:
+        return {"queued": self.queued, "dropped": self.dropped, "errors": self.errors,
+                "depth": len(self._items), "high_water": self.high_water, "capacity": self.capacity}
 
 
 class Engine:
@@ -321,6 +438,13 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errlog = _RateLimitedLog()
+        # Threaded mode (``start``): the data-plane thread's id, work other threads queue for
+        # it, and the hand-off of local deliveries to the event loop.
+        self._thread_id: int | None = None
+        self._commands: deque[Callable[[], object]] = deque()
+        self._wake_pending = False
+        self.handoff: Handoff | None = None
+        self.command_drops = 0
         # With IP_HDRINCL Linux always fills in total length and checksum (and the ID
         # when zero), so the outer IPv4 header is a per-tunnel constant.
         # One lookup per packet on the fast path: tunnel -> (outer header, socket address).
@@ -361,8 +485,12 @@ class Engine:
         """Bring one more tunnel up while running (a config reload); the others are not touched.
 
         TunnelConfigError if it clashes with a served tunnel, TunnelSetupError (and nothing
-        left behind) if its TUN device or raw socket cannot be made.
+        left behind) if its TUN device or raw socket cannot be made.  In threaded mode it runs
+        on the data-plane thread, which the caller waits for.
         """
+        self.call(self._add_tunnel, config)
+
+    def _add_tunnel(self, config: TunnelConfig) -> None:
         self.dataplane.add_tunnel(config)
         new_fds: list[int] = []
         try:
@@ -392,6 +520,9 @@ class Engine:
 
     def remove_tunnel(self, name: str) -> bool:
         """Take tunnel ``name`` down while running (its TUN device goes); False if it was not served."""
+        return self.call(self._remove_tunnel, name)
+
+    def _remove_tunnel(self, name: str) -> bool:
         if self.dataplane.remove_tunnel(name) is None:
             return False
         self._egress4.pop(name, None)
@@ -414,6 +545,9 @@ class Engine:
         self.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self._thread = None
+        self._thread_id = None
+        self._commands.clear()
         if self._loop is not None:
             self.detach()
         for fd in list(self._tun_fd.values()):
@@ -460,20 +594,129 @@ class Engine:
 
     def run_forever(self) -> None:
         self._stopping.clear()
-        while not self._stopping.is_set():
-            self.poll(None)
+        self._thread_id = threading.get_ident()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.poll(None)
+                except Exception:
+                    # The data path must outlive a bug in one packet's handling: BGP rides on it.
+                    # The pause keeps an error that repeats on every poll from spinning a core.
+                    log.exception("GRE engine: unexpected error; carrying on")
+                    self._stopping.wait(0.01)
+        finally:
+            self._thread_id = None
 
-    def start(self) -> threading.Thread:
-        self._thread = threading.Thread(target=self.run_forever, name="gre-engine", daemon=True)
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> threading.Thread:
+        """Run the engine in its own data-plane thread.
+
+        With ``loop``, ``Local`` verdicts (the hook's deliveries to the Map-Server, ETR...)
+        are handed to that event loop through a bounded ``Handoff`` instead of being called
+        on the data-plane thread; the callbacks then run where the rest of the control
+        plane runs and need no locking.
+        """
+        if loop is not None:
+            self.handoff = Handoff(loop.call_soon_threadsafe)
+        if self._wake_r < 0:
+            raise RuntimeError("open() the engine before start()")
+        self._thread = threading.Thread(target=self.run_forever, name="gre-dataplane", daemon=True)
         self._thread.start()
+        # ``call``/``send`` must know the thread exists before it has run its first line.
+        self._thread_id = self._thread.ident
         return self._thread
+
+    @property
+    def threaded(self) -> bool:
+        """Is a data-plane thread (``start``) serving the tunnels?"""
+        return not self._on_dataplane_thread() or self._thread_id == threading.get_ident()
+
+    def _on_dataplane_thread(self) -> bool:
+        """True where engine state may be touched directly: on its thread, or when none runs."""
+        tid = self._thread_id
+        if tid is None or tid == threading.get_ident():
+            return True
+        # A thread that has ended (stopped, or never got going) runs nothing queued for it.
+        thread = self._thread
+        return thread is None or not thread.is_alive()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the data-plane thread, waited for; directly when not threaded.
+
+        For changes to state the data-plane thread reads without locks (tunnels, the
+        forwarder's local prefixes).  Exceptions come back to the caller.  The data-plane
+        thread never waits for another thread, so this cannot deadlock; it gives up after
+        CALL_TIMEOUT (RuntimeError) rather than hang a caller behind a wedged thread.
+        """
+        if self._on_dataplane_thread():
+            return fn(*args)
+        done = threading.Event()
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(fn(*args))
+            except BaseException as exc:
+                error.append(exc)
+            finally:
+                done.set()
+
+        self._commands.append(work)
+        self._wake()
+        if not done.wait(CALL_TIMEOUT):
+            raise RuntimeError(f"the GRE data-plane thread did not run {fn!r} within {CALL_TIMEOUT:.0f}s")
+        if error:
+            raise error[0]
+        return result[0]
+
+    def post(self, fn: Callable[..., object], *args: Any) -> bool:
+        """``fn(*args)`` soon on the data-plane thread, not waited for; False (counted) if the queue is full.
+
+        Directly when not threaded or already on that thread.
+        """
+        if self._on_dataplane_thread():
+            fn(*args)
+            return True
+        if len(self._commands) >= COMMAND_CAPACITY:
+            self.command_drops += 1
+            return False
+        self._commands.append(lambda: fn(*args))
+        if not self._wake_pending:
+            self._wake()
+        return True
+
+    def to_loop(self, fn: Callable[..., object], *args: Any) -> bool:
+        """``fn(*args)`` on the event loop given to ``start``: through the hand-off from the
+        data-plane thread (False, counted there, if it is full), directly anywhere else."""
+        handoff = self.handoff
+        if handoff is not None and self._thread_id == threading.get_ident():
+            return handoff.offer(fn, *args)
+        fn(*args)
+        return True
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
+
+    def _run_commands(self) -> None:
+        self._wake_pending = False
+        commands = self._commands
+        while commands:
+            try:
+                work = commands.popleft()
+            except IndexError:
+                return
+            try:
+                work()
+            except Exception:
+                log.exception("GRE engine: a queued command failed")
 
     def stop(self) -> None:
         """Make ``run_forever`` return; safe from a signal handler or another thread."""
         self._stopping.set()
-        if self._wake_w >= 0:
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_w, b"x")
+        self._wake()
 
     def _drain_wake(self) -> None:
         try:
@@ -481,6 +724,7 @@ class Engine:
                 pass
         except BlockingIOError:
             pass
+        self._run_commands()
 
     # -- asyncio ----------------------------------------------------------------------------
 
@@ -498,11 +742,38 @@ class Engine:
     # -- data path --------------------------------------------------------------------------
 
     def send(self, tunnel_name: str, inner_packet: bytes) -> None:
-        """Inject an inner packet into a tunnel (as if routed into its TUN)."""
-        self._handle(self.dataplane.encapsulate_fast(tunnel_name, inner_packet))
+        """Inject an inner packet into a tunnel (as if routed into its TUN).
+
+        From another thread than the data-plane thread it is queued for that thread (a full
+        queue drops it, counted as ``send-queue-full``), so the dataplane's counters and
+        sequence numbers keep a single writer.
+        """
+        if self._on_dataplane_thread():
+            self._handle(self.dataplane.encapsulate_fast(tunnel_name, inner_packet))
+        elif not self.post(self.send, tunnel_name, inner_packet):
+            counters = self.dataplane.counters.get(tunnel_name, self.dataplane.unmatched)
+            counters.drop(SEND_QUEUE_FULL)
 
     def stats(self) -> dict[str, object]:
-        return self.dataplane.stats()
+        out = self.dataplane.stats()
+        # Packets the kernel dropped on the raw sockets because the engine did not read fast
+        # enough: read from /proc (alt_router.sockdrops), which any thread may do.
+        out["sockets"] = {RX_BUFFER_OVERFLOW: socket_drops(self._sock.copy().values())}
+        # Packets routed into a TUN (BGP from ExaBGP, among others) that the engine did not read
+        # before the device's queue filled: the kernel counts them as the link's tx_dropped.
+        tunnels = out.get("tunnels")
+        if isinstance(tunnels, dict):
+            for name in self._tun_fd.copy():
+                dropped = link_tx_dropped(name)
+                entry = tunnels.get(name)
+                if dropped and isinstance(entry, dict) and isinstance(entry.get("drops"), dict):
+                    entry["drops"][TUN_QUEUE_OVERFLOW] = dropped
+        out["dataplane_thread"] = self.threaded
+        out["command_queue"] = {"depth": len(self._commands), "dropped": self.command_drops,
+                                "capacity": COMMAND_CAPACITY}
+        if self.handoff is not None:
+            out["handoff"] = self.handoff.stats()
+        return out
 
     def _on_readable(self, fd: int) -> None:
         name = self._fd_tunnel.get(fd)
@@ -681,6 +952,12 @@ class Engine:
                          action.tunnel, exc.strerror or exc)
 
     def _call_local(self, action: CallLocal) -> None:
+        handoff = self.handoff
+        if handoff is not None:
+            # Threaded: the local application lives on the event loop; never wait for it.
+            if not handoff.offer(action.callback, action.tunnel, action.packet):
+                self.dataplane.counters.get(action.tunnel, self.dataplane.unmatched).drop(LOCAL_QUEUE_FULL)
+            return
         try:
             action.callback(action.tunnel, action.packet)
         except Exception:

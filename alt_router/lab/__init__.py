@@ -9,6 +9,7 @@ Typical use::
 See docs/lab.md for the topology format and the clean-up rules.
 """
 
+from alt_router.lab.json_match import json_mismatch, json_subset, ordered_list
 from alt_router.lab.lab import Lab, teardown_all
 from alt_router.lab.netns import NetnsError, remove_lab
 from alt_router.lab.processes import CommandError, LabError, LabTimeoutError, ProcessHandle, wait_until
@@ -29,6 +30,9 @@ __all__ = [
     "Segment",
     "Topology",
     "TopologyError",
+    "json_mismatch",
+    "json_subset",
+    "ordered_list",
     "remove_lab",
     "teardown_all",
     "wait_until",

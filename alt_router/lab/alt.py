@@ -24,17 +24,20 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address, ip_netw
 from pathlib import Path
 from typing import Any
 
-from alt_router.lab.daemon_text import BgpPeer, render_frr_bgpd
+from alt_router.lab.daemon_text import BgpPeer, render_bird, render_frr_bgpd
 from alt_router.lab.topology import IPAddress, Topology, TopologyError
 
 Prefix = IPv4Network | IPv6Network
+# A simulated BGP route: its AS path, and the AS_SET members of an aggregate on the way.
+_Route = tuple[tuple[int, ...], frozenset[int]]
 
 DEFAULT_ACCEPT = ("153.16.0.0/12", "2001:db8::/32")
 DEFAULT_TUNNEL_V4 = "10.255.0.0/16"
 DEFAULT_TUNNEL_V6 = "fd00:255::/48"
 DEFAULT_HOLD_TIME = 9
 DEFAULT_REGISTER_INTERVAL = 5
-ROUTER_DAEMONS = ("frr",)
+# Both forward: FRR runs zebra beside bgpd, BIRD exports into the kernel table (alt_lab._start_router).
+ROUTER_DAEMONS = ("frr", "bird")
 
 
 class AltTopologyError(TopologyError):
@@ -46,6 +49,18 @@ class Site:
     name: str
     key: str
     eid_prefixes: tuple[Prefix, ...]
+    # Announced with no ETR registered: a generated ALT of many sites needs no ETR per site.
+    always_announce: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LabAggregate:
+    """One ``[[eid.aggregates]]`` of a node (RFC 6836 §7.1; the keys are docs/configuration.md's)."""
+
+    prefix: Prefix
+    summary_only: bool = False
+    as_set: bool = False
+    always: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,7 @@ class AltNode:
     map_resolver: bool = False
     sites: tuple[Site, ...] = ()
     extra: str = ""  # raw TOML appended to the generated config, for keys this format does not cover
+    aggregates: tuple[LabAggregate, ...] = ()
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -143,8 +159,11 @@ class AltTopology:
         return self.topology.name
 
     @classmethod
-    def from_toml(cls, source: str | Path) -> AltTopology:
-        """Parse from TOML text, or from a file given as a Path or an existing path string."""
+    def from_toml(cls, source: str | Path, *, name: str | None = None) -> AltTopology:
+        """Parse from TOML text, or from a file given as a Path or an existing path string.
+
+        ``name`` replaces the file's lab name (checked like it), so one topology can run twice.
+        """
         if isinstance(source, Path) or ("\n" not in source and Path(source).is_file()):
             try:
                 text = Path(source).read_text()
@@ -156,6 +175,8 @@ class AltTopology:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise AltTopologyError(f"not valid TOML: {exc}") from exc
+        if name is not None:
+            data["name"] = name
         return parse(data)
 
     def node(self, host: str) -> AltNode:
@@ -220,10 +241,103 @@ class AltTopology:
             return tuple(p for p in router.announce if _inside(p, self.accept))
 
     def expected_routes(self, host: str) -> set[str]:
-        """Prefixes ``host``'s RIB must hold: what every other BGP speaker it can reach originates."""
+        """Prefixes ``host``'s RIB must hold: what every other BGP speaker it can reach originates.
+
+        With aggregates or always-announced sites anywhere, what a node exports depends on what it
+        learns, so the ALT's routing is simulated (``simulate_ribs``).
+        """
+        if any(n.aggregates or any(s.always_announce for s in n.sites) for n in self.nodes):
+            return {str(p) for p in self.simulate_ribs().get(host, {})}
         reach = self._reachable(host)
         own = set(self.originated(host))
         return {str(p) for h in reach if h != host for p in self.originated(h) if p not in own}
+
+    def simulate_ribs(self) -> dict[str, dict[Prefix, tuple[int, ...]]]:
+        """Every speaker's learned routes (prefix -> AS path) once BGP has converged, computed.
+
+        A path-vector fixpoint with the ALT nodes' export rules (alt_router/node/core.py): own
+        prefixes are not learned, a summary-only aggregate hides the more-specifics it covers
+        (static ``announce`` prefixes excepted), an aggregate is active while a contributor
+        exists, AS_PATH (and AS_SET) loops are refused (RFC 4271 §9.1.2), nodes take only
+        ``accept``, sessions with a router carry IPv4 only.  Shortest AS path wins.
+        """
+        speakers = [n.host for n in self.nodes] + [r.host for r in self.routers]
+        asn = {h: self.asn_of(h) for h in speakers}
+        nodes = {n.host: n for n in self.nodes}
+        static = {h: set(self.originated(h)) for h in speakers}
+        dynamic = {
+            h: {p for s in n.sites if s.always_announce for p in s.eid_prefixes} - static[h]
+            for h, n in nodes.items()
+        }
+        neighbours: dict[str, list[tuple[str, bool]]] = {h: [] for h in speakers}
+        for t in self.tunnels:
+            v4_only = t.a not in nodes or t.b not in nodes
+            neighbours[t.a].append((t.b, v4_only))
+            neighbours[t.b].append((t.a, v4_only))
+        ribs: dict[str, dict[Prefix, _Route]] = {h: {} for h in speakers}
+
+        def exports(h: str) -> dict[Prefix, _Route]:
+            me = asn[h]
+            own = static[h] | dynamic.get(h, set())
+            out: dict[Prefix, _Route] = {p: ((me,), frozenset()) for p in own}
+            learned = {p: r for p, r in ribs[h].items() if p not in own}
+            node = nodes.get(h)
+            hidden: set[Prefix] = set()
+            if node is not None:
+                for agg in node.aggregates:
+                    inside = [
+                        p for p in (*learned, *own)
+                        if p != agg.prefix and p.version == agg.prefix.version
+                        and p.subnet_of(agg.prefix)  # type: ignore[arg-type]
+                    ]
+                    if not inside and not agg.always:
+                        continue
+                    members: set[int] = set()
+                    if agg.as_set:
+                        for p in inside:
+                            path, aset = learned.get(p, ((), frozenset()))
+                            members |= set(path) | aset
+                    out.setdefault(agg.prefix, ((me,), frozenset(members)))
+                    if agg.summary_only:
+                        hidden.update(p for p in inside if p not in static[h])
+            for p in hidden:
+                out.pop(p, None)  # an own (site) prefix under a summary-only aggregate
+            for p, (path, aset) in learned.items():
+                if p not in hidden and p not in out:
+                    out[p] = ((me, *path), aset)
+            return out
+
+        for _ in range(4 * len(speakers) + 4):
+            exported = {h: exports(h) for h in speakers}
+            new: dict[str, dict[Prefix, _Route]] = {}
+            for h in speakers:
+                best: dict[Prefix, _Route] = {}
+                for peer, v4_only in neighbours[h]:
+                    for p, (path, aset) in exported[peer].items():
+                        if asn[h] in path or asn[h] in aset or (v4_only and p.version != 4):
+                            continue
+                        if h in nodes and not _inside(p, self.accept):
+                            continue
+                        if p not in best or len(path) < len(best[p][0]):
+                            best[p] = (path, aset)
+                new[h] = best
+            if new == ribs:
+                break
+            ribs = new
+        return {h: {p: r[0] for p, r in rib.items()} for h, rib in ribs.items()}
+
+    def shortest_hops(self, a: str, b: str) -> int | None:
+        """Tunnels on the shortest path between speakers ``a`` and ``b`` (None: not connected)."""
+        dist = {a: 0}
+        todo = [a]
+        while todo:
+            h = todo.pop(0)
+            for t in self.tunnels:
+                for x, y in ((t.a, t.b), (t.b, t.a)):
+                    if x == h and y not in dist:
+                        dist[y] = dist[h] + 1
+                        todo.append(y)
+        return dist.get(b)
 
     def _reachable(self, host: str) -> set[str]:
         seen = {host}
@@ -257,6 +371,14 @@ class AltTopology:
             f"announce = {q([str(p) for p in node.announce])}",
             f"accept = {q([str(p) for p in self.accept])}",
         ]
+        for agg in node.aggregates:
+            lines += [
+                "[[eid.aggregates]]",
+                f"prefix = {q(str(agg.prefix))}",
+                f"summary_only = {q(agg.summary_only)}",
+                f"as_set = {q(agg.as_set)}",
+                f"always = {q(agg.always)}",
+            ]
         for ends in self.tunnels_of(host):
             peer_is_router = any(r.host == ends.remote for r in self.routers)
             lines += [
@@ -293,6 +415,8 @@ class AltTopology:
                     f"key = {q(site.key)}",
                     f"eid_prefixes = {q([str(p) for p in site.eid_prefixes])}",
                 ]
+                if site.always_announce:
+                    lines.append("always_announce = true")
         text = "\n".join(lines) + "\n"
         if node.extra:
             text += "\n" + node.extra.rstrip("\n") + "\n"
@@ -339,6 +463,29 @@ class AltTopology:
             f" neighbor {p.address} timers {max(1, self.hold_time // 3)} {self.hold_time}\n" for p in peers
         )
         return text.replace(" no bgp default ipv4-unicast\n", " no bgp default ipv4-unicast\n" + timers, 1)
+
+    def bird_config(self, host: str, socket_dir: str = "") -> str:
+        """bird.conf for a router host: BGP over the tunnels, every route exported into the kernel.
+
+        The kernel export is what makes BIRD a forwarding ALT router (RFC 6836 §3): it attracts
+        ALT datagrams with its announcements and the kernel forwards them over the GRE TUNs.
+        """
+        router = self.router(host)
+        peers = [
+            BgpPeer(
+                e.inner4_remote, self.asn_of(e.remote), e.inner4_local.split("/")[0], e.tunnel.md5_password
+            )
+            for e in self.tunnels_of(host)
+        ]
+        text = render_bird(
+            router.asn,
+            str(router.router_id),
+            peers,
+            [str(p) for p in router.announce if p.version == 4],
+            kernel=True,
+        )
+        timers = f"  hold time {self.hold_time};\n  keepalive time {max(1, self.hold_time // 3)};\n"
+        return text.replace("  connect delay time 1;\n", timers + "  connect delay time 1;\n")
 
     def tunnel_argv(self, ends: TunnelEnds) -> list[str]:
         """``alt-router tunnel`` for a router host (the ALT nodes make their own tunnels)."""
@@ -447,6 +594,12 @@ def _prefixes(value: Any, key: str) -> tuple[Prefix, ...]:
     return tuple(_prefix(v, f"{key}[{i}]") for i, v in enumerate(_list(value, key)))
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise AltTopologyError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _router_id(value: Any, key: str) -> IPv4Address:
     text = _str(value, key)
     try:
@@ -491,7 +644,10 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         _host(host, key, hosts)
         t = _table(raw, key)
         _check(
-            t, key, {"asn", "router_id", "announce", "map_resolver", "sites", "extra"}, {"asn", "router_id"}
+            t,
+            key,
+            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates"},
+            {"asn", "router_id"},
         )
         announce = _prefixes(t.get("announce", []), f"{key}.announce")
         for i, p in enumerate(announce):
@@ -501,12 +657,31 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         for i, raw_site in enumerate(_list(t.get("sites", []), f"{key}.sites")):
             sk = f"{key}.sites[{i}]"
             st = _table(raw_site, sk)
-            _check(st, sk, {"name", "key", "eid_prefixes"}, {"name", "key", "eid_prefixes"})
+            _check(
+                st, sk, {"name", "key", "eid_prefixes", "always_announce"}, {"name", "key", "eid_prefixes"}
+            )
             sites.append(
                 Site(
                     _str(st["name"], f"{sk}.name"),
                     _str(st["key"], f"{sk}.key"),
                     _prefixes(st["eid_prefixes"], f"{sk}.eid_prefixes"),
+                    _bool(st.get("always_announce", False), f"{sk}.always_announce"),
+                )
+            )
+        aggregates: list[LabAggregate] = []
+        for i, raw_agg in enumerate(_list(t.get("aggregates", []), f"{key}.aggregates")):
+            ak = f"{key}.aggregates[{i}]"
+            at = _table(raw_agg, ak)
+            _check(at, ak, {"prefix", "summary_only", "as_set", "always"}, {"prefix"})
+            prefix = _prefix(at["prefix"], f"{ak}.prefix")
+            if not _inside(prefix, accept):
+                raise AltTopologyError(f"{ak}.prefix: {prefix} is outside alt.accept")
+            aggregates.append(
+                LabAggregate(
+                    prefix,
+                    _bool(at.get("summary_only", False), f"{ak}.summary_only"),
+                    _bool(at.get("as_set", False), f"{ak}.as_set"),
+                    _bool(at.get("always", False), f"{ak}.always"),
                 )
             )
         mr = t.get("map_resolver", False)
@@ -524,6 +699,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                 mr,
                 tuple(sites),
                 extra,
+                tuple(aggregates),
             )
         )
     if not nodes:

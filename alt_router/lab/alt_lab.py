@@ -10,7 +10,8 @@ State directory ``/run/alt-router/lab/NAME``::
 
     state.json        what was built: hosts, nodes, processes (pid + start time), phase
     nodes/HOST/       node config (HOST.toml) and its [node].state_dir (control.sock, exabgp.log ...)
-    frr-HOST/         FRR's run directory (owned by the frr user)
+    frr-HOST/         FRR's run directory (owned by the frr user): zebra + bgpd configs and vty sockets
+    bird-HOST/        BIRD's config and control socket (bird.ctl)
     logs/HOST-NAME.log  one per process; kept by ``down`` for the post-mortem
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -29,19 +31,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from alt_router.commands.check import CheckError, check_config_text
 from alt_router.lab import lab as lab_module
 from alt_router.lab import netns as nl
-from alt_router.lab.alt import AltTopology
+from alt_router.lab.alt import AltTopology, AltTopologyError
 from alt_router.lab.lab import Lab
-from alt_router.lab.processes import LabError, spawn_in_netns
+from alt_router.lab.processes import LabError, run_in_netns, spawn_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
+
+log = logging.getLogger(__name__)
 
 STATE_ROOT = Path("/run/alt-router/lab")
 STATE_FILE = "state.json"
 FRR_DIR = Path("/usr/lib/frr")
 FRR_USER = "frr"
 POLL_INTERVAL = 0.5
+NETNS_GONE_TIMEOUT = 15.0
+DAEMON_START_TIMEOUT = 10.0
+ROUTER_SYSCTLS = (
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+)
 
 
 @dataclass(slots=True)
@@ -101,6 +114,9 @@ class LabDir:
 
     def frr_dir(self, host: str) -> Path:
         return self.path / f"frr-{host}"
+
+    def bird_dir(self, host: str) -> Path:
+        return self.path / f"bird-{host}"
 
     def load(self) -> LabState | None:
         try:
@@ -186,6 +202,29 @@ def leftovers(name: str, root: Path = STATE_ROOT) -> list[str]:
     return found
 
 
+def _remove_namespaces(name: str, timeout: float = NETNS_GONE_TIMEOUT) -> list[str]:
+    """Remove lab ``name``'s namespaces and return only once none is listed any more.
+
+    A process that was still starting when its namespace's processes were killed (a restarted
+    node, an ExaBGP helper) can keep a removal from completing; then the removal is repeated.
+    """
+    removed: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            removed += [n for n in nl.remove_lab(name) if n not in removed]
+        except nl.NetnsError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("lab %s: %s; trying again", name, exc)
+        left = nl.stale_netns(name)
+        if not left:
+            return removed
+        if time.monotonic() >= deadline:
+            raise LabError(f"lab {name}: namespaces still present after {timeout:g} s: {', '.join(left)}")
+        time.sleep(POLL_INTERVAL)
+
+
 def down(name: str, root: Path = STATE_ROOT, *, out: TextIO | None = None) -> list[str]:
     """Remove lab ``name``: processes, namespaces (and with them every link and tunnel), state. Idempotent.
 
@@ -202,7 +241,7 @@ def down(name: str, root: Path = STATE_ROOT, *, out: TextIO | None = None) -> li
         # Nodes first and together: each stops its ExaBGP (Cease to every peer) and removes its tunnels.
         stop_processes(live)
         removed += [f"{p.name} on {p.host}" for p in live]
-    removed += [f"namespace {n}" for n in nl.remove_lab(name)]
+    removed += [f"namespace {n}" for n in _remove_namespaces(name)]
     if ld.path.exists():
         gone = [child for child in ld.path.iterdir() if child.name != "logs"]
         for child in gone:
@@ -251,11 +290,14 @@ def up(
 ) -> tuple[LabDir, bool]:
     """Build ``alt`` and wait for BGP to converge; returns (state dir, converged).
 
-    Leftovers of an earlier run are removed first (and said so).  If building
-    fails or is interrupted, everything built so far is removed again.
+    Every node config is checked first, as ``alt-router check`` would (``NodeConfigError`` names
+    the node, the file and the key), before anything is removed or built.  Leftovers of an earlier
+    run are removed next (and said so).  If building fails or is interrupted, everything built so
+    far is removed again.
     """
     name = alt.name
     ld = LabDir(name, root)
+    check_node_configs(alt, ld)
     old = leftovers(name, root)
     if old:
         out.write(f"lab {name}: removing leftovers of an earlier run first: {', '.join(old)}\n")
@@ -280,6 +322,37 @@ def up(
     return ld, converged
 
 
+class NodeConfigError(AltTopologyError):
+    """A node config the lab generated would be refused by ``alt-router check`` (and ``run``)."""
+
+
+def check_node_configs(alt: AltTopology, ld: LabDir) -> None:
+    """Run ``alt-router check`` on every node config ``alt`` generates; raise NodeConfigError if any fails.
+
+    The texts are checked under the file names they will get, so the messages name those files.
+    """
+    problems = []
+    for node in alt.nodes:
+        text = alt.node_config(node.host, ld.node_state(node.host))
+        try:
+            check_config_text(text, str(ld.node_config(node.host)))
+        except CheckError as exc:
+            problems.append(f"node {node.host}: {exc}")
+    if problems:
+        raise NodeConfigError(
+            f"lab {alt.name}: {len(problems)} node config(s) would not start; nothing was built\n"
+            + "\n".join(problems)
+        )
+
+
+def node_argv(config: Path, state_dir: Path) -> list[str]:
+    """A lab node: ``alt-router run`` under the restart keeper (alt_router/lab/restart.py)."""
+    return [
+        sys.executable, "-m", "alt_router.lab.restart", "--state-dir", str(state_dir), "--",
+        sys.executable, "-m", "alt_router.cli", "run", "-c", str(config),
+    ]
+
+
 def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
     topo = alt.topology
     out.write(
@@ -292,6 +365,9 @@ def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
     for proc in topo.processes:
         _spawn(ld, state, proc.host, proc.name, list(proc.argv))
     for router in alt.routers:
+        # A transit forwards ALT datagrams by its kernel table (RFC 6836 §3: an ALT router routes
+        # them like any BGP router); loose source checks, since replies take other paths.
+        nl.set_sysctls(topo.netns(router.host), ROUTER_SYSCTLS)
         for ends in alt.tunnels_of(router.host):
             _spawn(ld, state, router.host, f"tunnel-{ends.remote}", alt.tunnel_argv(ends))
     for node in alt.nodes:
@@ -305,46 +381,83 @@ def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
             "roles": list(node.roles),
             "expected": sorted(alt.expected_routes(node.host)),
         }
-        _spawn(
-            ld,
-            state,
-            node.host,
-            "alt-router",
-            [sys.executable, "-m", "alt_router.cli", "run", "-c", str(config)],
-        )
+        _spawn(ld, state, node.host, "alt-router", node_argv(config, ld.node_state(node.host)))
         out.write(
             f"  {node.host:<10} alt-router node AS {node.asn} ({', '.join(node.roles)}), "
             f"{len(alt.tunnels_of(node.host))} GRE tunnel(s)\n"
         )
     for router in alt.routers:
-        _start_frr(alt, ld, state, router.host)
-        out.write(f"  {router.host:<10} FRR bgpd AS {router.asn}\n")
+        _wait_tunnel_addresses(alt, ld, state, router.host)
+        if router.daemon == "bird":
+            _start_bird(alt, ld, state, router.host)
+            out.write(f"  {router.host:<10} BIRD AS {router.asn} (kernel export, forwarding)\n")
+        else:
+            _start_frr(alt, ld, state, router.host)
+            out.write(f"  {router.host:<10} FRR zebra + bgpd AS {router.asn} (forwarding)\n")
     state.phase = "up"
     ld.save(state)
 
 
+def _wait_tunnel_addresses(alt: AltTopology, ld: LabDir, state: LabState, host: str) -> None:
+    """Return once every tunnel of router ``host`` has its TUN device up with its inner address.
+
+    zebra started while an address is being added can miss it for good (seen with FRR 8.4: the
+    interface known, the address not, and bgpd resetting the session with "nexthop_set failed"
+    for ever), so FRR and BIRD start only on finished interfaces.
+    """
+    wanted = {e.inner4_local.split("/")[0] for e in alt.tunnels_of(host)}
+    ns = alt.topology.netns(host)
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT * 3
+    while True:
+        shown = run_in_netns(ns, ["ip", "-o", "-4", "addr", "show"], check=False).stdout
+        missing = {a for a in wanted if f" {a}/" not in shown}
+        if not missing:
+            return
+        tunnels = [p for p in state.processes if p.host == host and p.name.startswith("tunnel-")]
+        dead = [p for p in tunnels if not alive(p)]
+        if dead or time.monotonic() > deadline:
+            why = "; ".join(f"{p.name} exited:\n{_tail(Path(p.log))}" for p in dead) or "timed out"
+            raise LabError(f"{host}: tunnel addresses {', '.join(sorted(missing))} not configured ({why})")
+        time.sleep(0.1)
+
+
 def _start_frr(alt: AltTopology, ld: LabDir, state: LabState, host: str) -> None:
+    """zebra, then bgpd on zebra's socket: bgpd's best routes reach the kernel and are forwarded by."""
     rundir = _frr_rundir(ld.frr_dir(host))
     entry = pwd.getpwnam(FRR_USER)
     conf = rundir / "bgpd.conf"
     conf.write_text(alt.frr_config(host))
-    os.chown(conf, entry.pw_uid, entry.pw_gid)
-    argv = [
-        str(FRR_DIR / "bgpd"),
-        "-f",
-        str(conf),
-        "-i",
-        str(rundir / "bgpd.pid"),
-        "-Z",
-        "--vty_socket",
-        str(rundir),
-        "-P",
-        "0",
-        "--log",
-        "stdout",
-    ]
+    zconf = rundir / "zebra.conf"
+    zconf.write_text(f"hostname {host}\n!\n")
+    for path in (conf, zconf):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    zserv = str(rundir / "zserv.api")
+    common = ["-z", zserv, "--vty_socket", str(rundir), "-P", "0", "--log", "stdout"]
+    zebra = _spawn(
+        ld, state, host, "zebra",
+        [str(FRR_DIR / "zebra"), "-f", str(zconf), "-i", str(rundir / "zebra.pid"), *common],
+    )
+    # bgpd started before zebra listens runs without kernel routes until it reconnects.
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while not Path(zserv).exists() and alive(zebra) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not alive(zebra):
+        raise LabError(f"zebra on {host} exited at start:\n{_tail(Path(zebra.log))}")
+    argv = [str(FRR_DIR / "bgpd"), "-f", str(conf), "-i", str(rundir / "bgpd.pid"), *common]
     _spawn(ld, state, host, "bgpd", argv)
     state.nodes[host] = {"frr": str(rundir), "roles": ["frr"]}
+    ld.save(state)
+
+
+def _start_bird(alt: AltTopology, ld: LabDir, state: LabState, host: str) -> None:
+    """BIRD 2 in the foreground with its own control socket; it exports into the kernel table."""
+    rundir = ld.bird_dir(host)
+    rundir.mkdir(parents=True, exist_ok=True)
+    conf = rundir / "bird.conf"
+    conf.write_text(alt.bird_config(host))
+    argv = ["bird", "-f", "-c", str(conf), "-s", str(rundir / "bird.ctl")]
+    _spawn(ld, state, host, "bird", argv)
+    state.nodes[host] = {"bird": str(rundir), "roles": ["bird"]}
     ld.save(state)
 
 
@@ -445,6 +558,9 @@ def wait_converged(
                     f"{', '.join(sorted(v.missing(expected))) or 'nothing'}"
                 )
                 out.write(f"  {host:<10} NOT converged after {timeout:g} s: {why}\n")
+                if not v.reachable and host in procs:
+                    # Its keeper is alive but the daemon is not answering: say why it keeps failing.
+                    out.write(_tail(Path(procs[host].log), 8) + "\n")
             return False
         time.sleep(POLL_INTERVAL)
     out.write(f"lab {alt.name}: the ALT converged in {clock() - start:.1f} s\n")
@@ -487,6 +603,10 @@ def status_lines(name: str, root: Path = STATE_ROOT) -> tuple[list[str], int]:
         running = alive(rec)
         text = f"  {rec.host:<10} {rec.name:<14} pid {rec.pid:<7} {'running' if running else 'NOT running'}"
         info = state.nodes.get(rec.host, {})
+        if rec.name == "alt-router":
+            restarts = _restarts(Path(rec.log))
+            if restarts:
+                text += f"  (daemon restarted {restarts}x, see {rec.log})"
         if rec.name == "alt-router" and running:
             view = node_view(rec.host, Path(info["state_dir"]))
             expected = set(info.get("expected", []))
@@ -506,6 +626,17 @@ def status_lines(name: str, root: Path = STATE_ROOT) -> tuple[list[str], int]:
             text += f"  (log {rec.log})"
         lines.append(text)
     return lines, status
+
+
+def _restarts(log_path: Path) -> int:
+    """How often the node's keeper restarted its daemon (alt_router/lab/restart.py logs each one)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(
+        1 for line in text.splitlines() if "logger=alt_router.lab.restart" in line and "; restart " in line
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -131,11 +131,18 @@ def render_bird(
     router_id: str,
     peers: Sequence[BgpPeer],
     networks: Iterable[str] = (),
+    *,
+    kernel: bool = False,
 ) -> str:
-    """A bird.conf: static blackhole routes for ``networks``, exported to every peer with next hop self."""
+    """A bird.conf: static blackhole routes for ``networks``, exported to every peer with next hop self.
+
+    ``kernel`` exports every route into the kernel table too, so BIRD's host forwards by them.
+    """
     _check_router_id(router_id)
     v4, v6 = _split_by_family(networks)
     lines = [f"router id {router_id};", "protocol device {}"]
+    if kernel:
+        lines += [f"protocol kernel kernel_{f} {{ {f} {{ export all; }}; }}" for f in ("ipv4", "ipv6")]
     for family, nets in (("ipv4", v4), ("ipv6", v6)):
         if nets:
             lines.append(f"protocol static static_{family} {{")

@@ -35,7 +35,9 @@ IPAddress = IPv4Address | IPv6Address
 # segment names so that prefix can never match a different lab or host.
 NETNS_PREFIX = "ar-"
 IFNAMSIZ = 15  # the kernel's IFNAMSIZ (16) minus the NUL
-MAX_LAB_NAME = 8
+# Lab names only appear in namespace names (files in /run/netns), never in interface names, so the
+# limit is for readability: room for a test run's suffix (tests/conftest.py) after a short base.
+MAX_LAB_NAME = 16
 MAX_HOST_NAME = 12  # bridge ports are named "p-<host>" and must fit IFNAMSIZ
 
 _NAME = re.compile(r"[a-z][a-z0-9]*\Z")
@@ -202,6 +204,11 @@ def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise TopologyError(f"{key}: expected true or false, got {value!r}")
     return value
+
+
+def check_lab_name(name: str, key: str = "name") -> str:
+    """``name`` if it is a valid lab name, else TopologyError naming ``key``."""
+    return _name(name, key, MAX_LAB_NAME)
 
 
 def _name(value: Any, key: str, max_len: int) -> str:

@@ -23,14 +23,33 @@ from alt_router.lisp.address import (
     encode_address,
     max_mask_len,
 )
-from alt_router.lisp.auth import ALG_NONE, HMAC_SHA_1_96, HMAC_SHA_256_128, auth_length, sign, verify
-from alt_router.lisp.codec import LispMessage, MessageType, decode, message_type
+from alt_router.lisp.auth import (
+    ALG_NONE,
+    HMAC_SHA_1_96,
+    HMAC_SHA_256_128,
+    AuthKind,
+    Verified,
+    auth_length,
+    authenticate,
+    sign,
+    sign_like,
+    verify,
+)
+from alt_router.lisp.codec import LispMessage, decode, message_type
 from alt_router.lisp.ecm import LISP_CONTROL_PORT, EncapsulatedControlMessage, InnerMessage
 from alt_router.lisp.errors import LispDecodeError, LispEncodeError
-from alt_router.lisp.map_register import MapNotify, MapNotifyAck, MapRegister
+from alt_router.lisp.map_register import MapNotify, MapRegister
 from alt_router.lisp.map_reply import MapReply
 from alt_router.lisp.map_request import MAX_ITR_RLOCS, MapRequest
-from alt_router.lisp.records import Action, EidRecord, Locator, MappingRecord
+from alt_router.lisp.message_type import MessageType
+from alt_router.lisp.records import (
+    Action,
+    EidRecord,
+    Locator,
+    MappingRecord,
+    sorted_locators,
+    with_sorted_locators,
+)
 
 ECM = EncapsulatedControlMessage
 
@@ -50,6 +69,7 @@ __all__ = [
     "Action",
     "Address",
     "AfiList",
+    "AuthKind",
     "EidRecord",
     "EncapsulatedControlMessage",
     "InnerMessage",
@@ -59,19 +79,23 @@ __all__ = [
     "LispMessage",
     "Locator",
     "MapNotify",
-    "MapNotifyAck",
     "MapRegister",
     "MapReply",
     "MapRequest",
     "MappingRecord",
     "MessageType",
     "UnknownLcaf",
+    "Verified",
     "auth_length",
+    "authenticate",
     "decode",
     "decode_address",
     "encode_address",
     "max_mask_len",
     "message_type",
     "sign",
+    "sign_like",
+    "sorted_locators",
     "verify",
+    "with_sorted_locators",
 ]

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import IntEnum
 
 from alt_router.lisp.ecm import INNER_DECODERS, EncapsulatedControlMessage, decode_ecm
 from alt_router.lisp.errors import LispDecodeError
-from alt_router.lisp.map_register import MapNotify, MapNotifyAck, MapRegister
+from alt_router.lisp.map_register import MapNotify, MapRegister
 from alt_router.lisp.map_reply import MapReply
 from alt_router.lisp.map_request import MapRequest
+from alt_router.lisp.message_type import MessageType
 
+__all__ = ["LispMessage", "MessageType", "decode", "message_type"]
 
-class MessageType(IntEnum):
-    """The 4-bit Type of a LISP control message (RFC 9301 §5.1)."""
+LispMessage = MapRequest | MapReply | MapRegister | MapNotify | EncapsulatedControlMessage
 
-    MAP_REQUEST = 1
-    MAP_REPLY = 2
-    MAP_REGISTER = 3
-    MAP_NOTIFY = 4
-    MAP_NOTIFY_ACK = 5
-    MAP_REFERRAL = 6
-    INFO = 7
-    ENCAPSULATED_CONTROL_MESSAGE = 8
-    EXTENDED = 15
-
-
-LispMessage = MapRequest | MapReply | MapRegister | MapNotify | MapNotifyAck | EncapsulatedControlMessage
-
-_DECODERS: dict[int, Callable[[bytes], tuple[LispMessage, int]]] = {**INNER_DECODERS, 8: decode_ecm}
+# Keyed on MessageType (an IntEnum, so the raw type nibble looks up directly).
+_DECODERS: dict[int, Callable[[bytes], tuple[LispMessage, int]]] = {
+    **INNER_DECODERS,
+    MessageType.ENCAPSULATED_CONTROL_MESSAGE: decode_ecm,
+}
 
 
 def decode(data: bytes) -> LispMessage:
@@ -44,21 +35,20 @@ def decode(data: bytes) -> LispMessage:
     msg_type = data[0] >> 4
     decoder = _DECODERS.get(msg_type)
     if decoder is None:
-        try:
-            name = MessageType(msg_type).name
-        except ValueError:
-            name = "reserved"
+        known = MessageType.of(data)
+        name = known.rfc_name if known is not None else "reserved"
         raise LispDecodeError(f"LISP message: unsupported type {msg_type} ({name}) at offset 0")
     msg, end = decoder(data)
     if end != len(data):
-        raise LispDecodeError(
-            f"{type(msg).__name__}: {len(data) - end} trailing bytes after the message at offset {end}"
-        )
+        name = message_type(msg).rfc_name
+        raise LispDecodeError(f"{name}: {len(data) - end} trailing bytes after the message at offset {end}")
     return msg
 
 
 def message_type(msg: LispMessage) -> MessageType:
     """The wire type of a message object."""
+    if isinstance(msg, MapNotify):
+        return msg.message_type
     return _TYPES[type(msg)]
 
 
@@ -67,6 +57,5 @@ _TYPES: dict[type, MessageType] = {
     MapReply: MessageType.MAP_REPLY,
     MapRegister: MessageType.MAP_REGISTER,
     MapNotify: MessageType.MAP_NOTIFY,
-    MapNotifyAck: MessageType.MAP_NOTIFY_ACK,
     EncapsulatedControlMessage: MessageType.ENCAPSULATED_CONTROL_MESSAGE,
 }

@@ -5,9 +5,9 @@
      0                   1                   2                   3
      0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-    |Type=3 |P|S|I|        Reserved       |E|T|a|m|M| Record Count  |
+    |Type=3 |P|S|I|        Reserved       |E|T|a|R|M| Record Count  |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-    |Type=4/5|I|        Reserved                     | Record Count  |
+    |Type=4/5|             Reserved                 | Record Count  |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     |                         Nonce . . .                           |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -19,16 +19,23 @@
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     |                    Mapping records ...                        |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-    |                 xTR-ID (128 bits, when I is set)              |
+    |         xTR-ID (128 bits, Map-Register with I set)            |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-    |                 site-ID (64 bits, when I is set)              |
+    |         site-ID (64 bits, Map-Register with I set)            |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 
 RFC 6833 had a single 16-bit Key ID (1 = HMAC-SHA-1-96, 2 = HMAC-SHA-256-128);
 RFC 9301 splits it into an 8-bit Key ID and an 8-bit Algorithm ID, so an RFC 6833
-"Key ID 1" reads here as key_id 0, algorithm_id 1: the same bytes.  The I bit of
-Map-Notify/-Ack (bit 4) is what deployed xTRs and Map-Servers send and Wireshark
-and tcpdump decode; RFC 9301 shows those bits as reserved (see docs/codec.md).
+"Key ID 1" reads here as key_id 0, algorithm_id 1: the same bytes.  Map-Register
+bit 22 (R) is reserved in RFC 9301 §5.6: sent as 0, ignored on receipt.
+
+Map-Notify and Map-Notify-Ack are one layout (:class:`MapNotify`, ``ack`` tells
+the type).  RFC 9301 §5.7 shows their flags as reserved, with no I bit and no
+xTR-ID; deployed Map-Servers nevertheless set bit 4 and append the xTR-ID and
+site-ID of the Map-Register they acknowledge.  We accept that on receipt when it
+is unambiguous (bit 4 set and exactly 24 bytes after the records) and keep the
+values in ``xtr_id``/``site_id``; a Map-Notify we build without them is pure
+RFC 9301.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 
 from alt_router.lisp._fast import maker
 from alt_router.lisp.errors import LispDecodeError, LispEncodeError
+from alt_router.lisp.message_type import MessageType
 from alt_router.lisp.records import MappingRecord, decode_mapping_record
 
 _HDR = struct.Struct("!IQBBH")
@@ -52,13 +60,14 @@ _I = 1 << 25
 _E = 1 << 12
 _T = 1 << 11
 _MERGE = 1 << 10
-_MN = 1 << 9
+# bit 22 (1 << 9) is R, reserved (RFC 9301 §5.6); RFC 8111-era drafts called it "m", mobile node
 _WANT = 1 << 8
-# Map-Notify / Map-Notify-Ack flag
+# Map-Notify / Map-Notify-Ack: bit 4 is reserved in RFC 9301 §5.7; deployed peers use it as "I"
 _NOTIFY_I = 1 << 27
+XTR_TRAILER_LEN = 24
 
 
-def _check_auth_fields(msg: MapRegister | MapNotify | MapNotifyAck, what: str) -> None:
+def _check_auth_fields(msg: MapRegister | MapNotify, what: str) -> None:
     if not 0 <= msg.nonce <= _U64:
         raise LispEncodeError(f"{what}: nonce {msg.nonce} out of range 0..2^64-1")
     if not 0 <= msg.key_id <= 255:
@@ -82,7 +91,7 @@ def _check_auth_fields(msg: MapRegister | MapNotify | MapNotifyAck, what: str) -
         raise LispEncodeError(f"{what}: site-ID {msg.site_id} out of range 0..2^64-1")
 
 
-def _encode(word: int, msg: MapRegister | MapNotify | MapNotifyAck) -> bytes:
+def _encode(word: int, msg: MapRegister | MapNotify) -> bytes:
     parts = [
         _HDR.pack(word | len(msg.records), msg.nonce, msg.key_id, msg.algorithm_id, len(msg.auth_data)),
         msg.auth_data,
@@ -105,7 +114,6 @@ class MapRegister:
     eid_notify: bool = False  # E
     use_ttl: bool = False  # T: time the registration out by the record TTL
     merge: bool = False  # a: merge request
-    mobile_node: bool = False  # m
     want_map_notify: bool = False  # M
     xtr_id: int | None = None  # I bit set when present, with site_id
     site_id: int | None = None
@@ -115,14 +123,13 @@ class MapRegister:
 
     def encode(self) -> bytes:
         word = (
-            (3 << 28)
+            (MessageType.MAP_REGISTER << 28)
             | (_P if self.proxy_reply else 0)
             | (_S if self.security else 0)
             | (_I if self.xtr_id is not None else 0)
             | (_E if self.eid_notify else 0)
             | (_T if self.use_ttl else 0)
             | (_MERGE if self.merge else 0)
-            | (_MN if self.mobile_node else 0)
             | (_WANT if self.want_map_notify else 0)
         )
         return _encode(word, self)
@@ -130,42 +137,34 @@ class MapRegister:
 
 @dataclass(frozen=True, slots=True)
 class MapNotify:
+    """A Map-Notify, or with ``ack`` a Map-Notify-Ack: RFC 9301 §5.7 gives both one layout."""
+
     nonce: int
     records: tuple[MappingRecord, ...]
     key_id: int = 0
     algorithm_id: int = 0
     auth_data: bytes = b""
-    xtr_id: int | None = None
+    xtr_id: int | None = None  # only as deployed peers send it (see the module doc); we never set it
     site_id: int | None = None
+    ack: bool = False  # type 5, Map-Notify-Ack
 
     def __post_init__(self) -> None:
-        _check_auth_fields(self, "Map-Notify")
+        _check_auth_fields(self, self.name)
+
+    @property
+    def message_type(self) -> MessageType:
+        return MessageType.MAP_NOTIFY_ACK if self.ack else MessageType.MAP_NOTIFY
+
+    @property
+    def name(self) -> str:
+        return "Map-Notify-Ack" if self.ack else "Map-Notify"
 
     def encode(self) -> bytes:
-        return _encode((4 << 28) | (_NOTIFY_I if self.xtr_id is not None else 0), self)
-
-
-@dataclass(frozen=True, slots=True)
-class MapNotifyAck:
-    nonce: int
-    records: tuple[MappingRecord, ...]
-    key_id: int = 0
-    algorithm_id: int = 0
-    auth_data: bytes = b""
-    xtr_id: int | None = None
-    site_id: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_auth_fields(self, "Map-Notify-Ack")
-
-    def encode(self) -> bytes:
-        return _encode((5 << 28) | (_NOTIFY_I if self.xtr_id is not None else 0), self)
+        return _encode((self.message_type << 28) | (_NOTIFY_I if self.xtr_id is not None else 0), self)
 
 
 _make_register = maker(MapRegister)
 _make_notify = maker(MapNotify)
-_make_ack = maker(MapNotifyAck)
-_NAMES = {3: "Map-Register", 4: "Map-Notify", 5: "Map-Notify-Ack"}
 
 AUTH_DATA_OFFSET = 16
 
@@ -188,8 +187,8 @@ def _decode_common(
         rec, pos = decode_mapping_record(data, pos, i)
         records.append(rec)
     xtr_id = site_id = None
-    if word & i_bit:
-        if pos + 24 > len(data):
+    if word & i_bit and (i_bit == _I or len(data) - pos == XTR_TRAILER_LEN):
+        if pos + XTR_TRAILER_LEN > len(data):
             raise LispDecodeError(f"{what}: I bit set but xTR-ID/site-ID truncated at offset {pos}")
         hi, lo, site_id = _XTR.unpack_from(data, pos)
         xtr_id = (hi << 64) | lo
@@ -202,15 +201,19 @@ def decode_map_register(data: bytes) -> tuple[MapRegister, int]:
     msg = _make_register(
         nonce, records, key_id, alg, auth,
         bool(word & _P), bool(word & _S), bool(word & _E), bool(word & _T),
-        bool(word & _MERGE), bool(word & _MN), bool(word & _WANT), xtr_id, site_id,
+        bool(word & _MERGE), bool(word & _WANT), xtr_id, site_id,
     )
     return msg, pos
 
 
-def decode_map_notify(data: bytes) -> tuple[MapNotify | MapNotifyAck, int]:
-    """Decode a Map-Notify or Map-Notify-Ack (the type nibble says which)."""
-    msg_type = data[0] >> 4 if data else 4
-    what = _NAMES.get(msg_type, "Map-Notify")
+def decode_map_notify(data: bytes) -> tuple[MapNotify, int]:
+    """Decode a Map-Notify or Map-Notify-Ack (the type nibble says which).
+
+    Bit 4 with exactly 24 bytes after the records reads as a deployed peer's
+    I bit and xTR-ID/site-ID; bit 4 with nothing after the records is the
+    reserved bit RFC 9301 §5.7 says to ignore.
+    """
+    ack = bool(data) and data[0] >> 4 == MessageType.MAP_NOTIFY_ACK
+    what = "Map-Notify-Ack" if ack else "Map-Notify"
     _word, nonce, key_id, alg, auth, records, xtr_id, site_id, pos = _decode_common(data, what, _NOTIFY_I)
-    make = _make_ack if msg_type == 5 else _make_notify
-    return make(nonce, records, key_id, alg, auth, xtr_id, site_id), pos
+    return _make_notify(nonce, records, key_id, alg, auth, xtr_id, site_id, ack), pos

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from alt_router.lisp._fast import maker
 from alt_router.lisp.errors import LispDecodeError, LispEncodeError
+from alt_router.lisp.message_type import MessageType
 from alt_router.lisp.records import MappingRecord, decode_mapping_record
 
 _HDR = struct.Struct("!IQ")
@@ -58,7 +59,7 @@ class MapReply:
 
     def encode(self) -> bytes:
         word = (
-            (2 << 28)
+            (MessageType.MAP_REPLY << 28)
             | (_P if self.probe else 0)
             | (_E if self.echo_nonce else 0)
             | (_S if self.security else 0)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from alt_router.lisp._fast import maker
 from alt_router.lisp.address import Address, check_address, decode_address, encode_address
 from alt_router.lisp.errors import LispDecodeError, LispEncodeError
+from alt_router.lisp.message_type import MessageType
 from alt_router.lisp.records import EidRecord, MappingRecord, decode_eid_record, decode_mapping_record
 
 _HDR = struct.Struct("!IQ")
@@ -94,7 +95,7 @@ class MapRequest:
 
     def encode(self) -> bytes:
         word = (
-            (1 << 28)
+            (MessageType.MAP_REQUEST << 28)
             | (_A if self.authoritative else 0)
             | (_M if self.map_reply is not None else 0)
             | (_P if self.probe else 0)

@@ -28,9 +28,10 @@ Reserved and unused bits are sent as zero and ignored on receipt (RFC 9301 §5.4
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from enum import IntEnum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from alt_router.lisp._fast import maker
 from alt_router.lisp.address import Address, check_address, decode_address, encode_address, max_mask_len
@@ -198,3 +199,31 @@ def decode_mapping_record(data: bytes, off: int, index: int) -> tuple[MappingRec
         eid, mask_len, ttl, tuple(locators), _ACTIONS[act >> 13], bool(act & 0x1000), version & 0xFFF
     )
     return record, pos
+
+
+def _locator_order(loc: Locator) -> tuple[int, int]:
+    addr = loc.address
+    if isinstance(addr, IPv4Address):
+        return (0, int(addr))
+    if isinstance(addr, IPv6Address):
+        return (1, int(addr))
+    return (2, 0)
+
+
+def sorted_locators(locators: Iterable[Locator]) -> tuple[Locator, ...]:
+    """The locators in the order a Map-Reply sends them (RFC 9301 §5.5).
+
+    "For each Map-Reply record, the list of Locators in a Locator-Set MUST be
+    sorted in order of ascending IP address where an IPv4 Routing Locator
+    Address is considered numerically 'less than' an IPv6 Routing Locator
+    Address."  That binds the sender of a Map-Reply, so role code calls this;
+    the codec encodes and decodes the order it is given.  Locators that are not
+    plain IP addresses (LCAFs) keep their relative order after the IP ones.
+    """
+    return tuple(sorted(locators, key=_locator_order))
+
+
+def with_sorted_locators(record: MappingRecord) -> MappingRecord:
+    """``record`` with its locators in RFC 9301 §5.5 order (the same object when already sorted)."""
+    ordered = sorted_locators(record.locators)
+    return record if ordered == record.locators else replace(record, locators=ordered)

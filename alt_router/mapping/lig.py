@@ -6,6 +6,10 @@ ignored.  A trace sends the request with inner TTL 1, 2, 3 ...: the
 Map-Resolver and each ALT hop decrement it, and the node where it runs out
 sends ICMP Time Exceeded to the request's source, i.e. to lig, which finds its
 nonce in the quoted packet (docs/mapping.md).
+
+The Map-Request's Source-EID is AFI 0 (empty) unless a source EID is given:
+RFC 9301 §5.2/§5.3 reserve that field for the EID of the host whose packet
+caused the request, and lig has none (its own address is an RLOC).
 """
 
 from __future__ import annotations
@@ -74,10 +78,12 @@ class Lig:
         map_resolver: IPAddress,
         *,
         port: int,
+        source_eid: IPAddress | None = None,
         nonce: Callable[[], int] = _random_nonce,
     ) -> None:
         self.eid = eid
         self.source = source
+        self.source_eid = source_eid
         self.map_resolver = map_resolver
         self.port = port
         self._nonce = nonce
@@ -92,7 +98,8 @@ class Lig:
             nonce = self._nonce()
         self.used.add(nonce)
         mask = 32 if self.eid.version == 4 else 128
-        request = MapRequest(nonce, self.source, (self.source,), (EidRecord(self.eid, mask),))
+        # RFC 9301 §5.2: with no source EID the Source-EID-AFI is 0 and the address is empty.
+        request = MapRequest(nonce, self.source_eid, (self.source,), (EidRecord(self.eid, mask),))
         inner_src: IPAddress = self.source
         if self.source.version != self.eid.version:
             # The inner header must be of the EID's family; the resolver substitutes its own address.

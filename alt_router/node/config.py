@@ -27,6 +27,8 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from alt_router.alt.icmp import IcmpLimits
+from alt_router.rib.aggregate import AggregateSpec
 from alt_router.rib.fib import FIB_KINDS, FibKind
 
 IPAddress = IPv4Address | IPv6Address
@@ -40,12 +42,20 @@ Family = Literal["ipv4", "ipv6"]
 TUNNEL_MODES: tuple[TunnelMode, ...] = ("auto", "kernel", "userspace")
 AUTH_ALGORITHMS: tuple[AuthAlgorithm, ...] = ("hmac-sha1-96", "hmac-sha256-128")
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+AuthLength = Literal["full", "truncated"]
+AUTH_LENGTHS: tuple[AuthLength, ...] = ("full", "truncated")
 
 DEFAULT_MAX_PREFIX = 10_000
 DEFAULT_HOLD_TIME = 90
 DEFAULT_API_PORT = 8179
 DEFAULT_STATE_DIR = "/var/lib/alt-router"
 DEFAULT_RATE_LIMIT = 100.0
+DEFAULT_MAX_REGISTRATIONS_PER_SITE = 1024
+DEFAULT_MAX_REGISTRATIONS_PER_SOURCE = 256
+SITE_NOTIFY_TO = ("rfc", "source-port")
+SITE_REPLAY = ("enforce", "log-only", "off")
+DEFAULT_MR_GLOBAL_RATE = 1000.0
+DEFAULT_MR_RATE_PREFIXES = 16384
 DEFAULT_REGISTER_INTERVAL = 60
 DEFAULT_RECORD_TTL = 1440
 # Linux refuses TCP-MD5 keys longer than TCP_MD5SIG_MAXKEYLEN.
@@ -78,6 +88,7 @@ class NodeSection:
 class EidSection:
     announce: tuple[Prefix, ...]
     accept: tuple[Prefix, ...]
+    aggregates: tuple[AggregateSpec, ...] = ()
 
     def accepts(self, prefix: Prefix) -> bool:
         return any(prefix.version == a.version and prefix.subnet_of(a) for a in self.accept)  # type: ignore[arg-type]
@@ -136,6 +147,12 @@ class ApiSection:
     listen: IPAddress = field(default_factory=lambda: IPv4Address("127.0.0.1"))
     port: int = DEFAULT_API_PORT
     token: str | None = None
+    # Limits against hostile or stuck clients (defaults justified in alt_router.api.limits/stream).
+    max_connections: int = 128
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    stream_clients: int = 64
+    stream_queue: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +161,11 @@ class MapResolverSection:
     listen: IPAddress = field(default_factory=lambda: IPv4Address("0.0.0.0"))
     rate_limit: float = DEFAULT_RATE_LIMIT
     rate_burst: int = 200
+    # Issue 11 / RFC 9301 §9: a global bucket, a bounded per-prefix table, a short TTL during outages.
+    global_rate_limit: float = DEFAULT_MR_GLOBAL_RATE
+    global_rate_burst: int = 2 * int(DEFAULT_MR_GLOBAL_RATE)
+    rate_limit_prefixes: int = DEFAULT_MR_RATE_PREFIXES
+    outage_negative_ttl: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +176,22 @@ class SiteConfig:
     eid_prefixes: tuple[Prefix, ...]
     accept_more_specifics: bool = False
     always_announce: bool = False
+    # May share EID space with another site (checked by _check_sites; issue 11).
+    allow_overlap: bool = False
+    # Where Map-Notify and forwarded Map-Requests go, and the replay policy (docs/mapping.md,
+    # Interoperability): the values of alt_router.mapping.map_server.NOTIFY_TO / REPLAY_POLICIES.
+    notify_to: str = "rfc"
+    replay: str = "enforce"
 
 
 @dataclass(frozen=True, slots=True)
 class MapServerSection:
     enabled: bool = False
     sites: tuple[SiteConfig, ...] = ()
+    allow_overlapping_sites: bool = False
+    # Registration caps (issue 11; defaults justified in docs/configuration.md).
+    max_registrations_per_site: int = DEFAULT_MAX_REGISTRATIONS_PER_SITE
+    max_registrations_per_source: int = DEFAULT_MAX_REGISTRATIONS_PER_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +199,7 @@ class MapServerRef:
     address: IPAddress
     key: str
     algorithm: AuthAlgorithm = "hmac-sha256-128"
+    auth_length: AuthLength = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +207,7 @@ class Rloc:
     address: IPAddress
     priority: int = 1
     weight: int = 100
+    local: bool = True  # an address of this ETR: the L bit of its Map-Replies (RFC 9301 §5.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +237,8 @@ class NodeConfig:
     map_server: MapServerSection = field(default_factory=MapServerSection)
     etr: EtrSection = field(default_factory=EtrSection)
     source: str = "<string>"
+    # [icmp]: the forwarder's ICMP error limits (alt_router.alt.icmp).
+    icmp: IcmpLimits = field(default_factory=IcmpLimits)
 
     def peer(self, name: str) -> PeerConfig | None:
         return next((p for p in self.peers if p.name == name), None)
@@ -450,13 +486,38 @@ def _read_eid(r: _Reader, doc: dict[str, Any]) -> EidSection:
     t = r.table(doc, "eid", "", required=True)
     announce = r.get(t, "announce", "eid", _prefixes, ())
     accept = r.get(t, "accept", "eid", _prefixes)
+    aggregates = _read_aggregates(r, t)
     r.done(t, "eid")
-    eid = EidSection(announce or (), accept or ())
+    eid = EidSection(announce or (), accept or (), aggregates)
     if accept:
         for i, prefix in enumerate(eid.announce):
             if not eid.accepts(prefix):
                 r.error(f"eid.announce[{i}]", f"{prefix} is outside the accepted EID space (eid.accept)")
+        for i, agg in enumerate(aggregates):
+            if not eid.accepts(agg.prefix):
+                r.error(f"eid.aggregates[{i}].prefix",
+                        f"{agg.prefix} is outside the accepted EID space (eid.accept)")
     return eid
+
+
+def _read_aggregates(r: _Reader, t: dict[str, Any]) -> tuple[AggregateSpec, ...]:
+    """``[[eid.aggregates]]``: RFC 6836 §7.1 EID-prefix aggregation (docs/configuration.md)."""
+    out: list[AggregateSpec] = []
+    seen: dict[Prefix, str] = {}
+    for key, a in r.tables(t, "aggregates", "eid"):
+        prefix = r.get(a, "prefix", key, _prefix)
+        summary_only = r.get(a, "summary_only", key, _bool, False)
+        as_set = r.get(a, "as_set", key, _bool, False)
+        always = r.get(a, "always", key, _bool, False)
+        r.done(a, key)
+        if prefix is None:
+            continue
+        if prefix in seen:
+            r.error(f"{key}.prefix", f"{prefix} is already aggregated by {seen[prefix]}")
+            continue
+        seen[prefix] = key
+        out.append(AggregateSpec(prefix, summary_only, as_set, always))
+    return tuple(out)
 
 
 def _read_tunnel(r: _Reader, t: dict[str, Any], path: str) -> Tunnel:
@@ -567,10 +628,20 @@ def _read_api(r: _Reader, doc: dict[str, Any]) -> ApiSection:
     listen = r.get(t, "listen", "api", _address, IPv4Address("127.0.0.1"))
     port = r.get(t, "port", "api", _int_range(1, 65535), DEFAULT_API_PORT)
     token = r.get(t, "token", "api", _secret, None)
+    d = ApiSection()
+    max_connections = r.get(t, "max_connections", "api", _int_range(1, 65535), d.max_connections)
+    header_timeout = r.get(t, "header_timeout", "api", _positive_float, d.header_timeout)
+    keepalive_timeout = r.get(t, "keepalive_timeout", "api", _positive_float, d.keepalive_timeout)
+    stream_clients = r.get(t, "stream_clients", "api", _int_range(1, 65535), d.stream_clients)
+    stream_queue = r.get(t, "stream_queue", "api", _int_range(1, 1_000_000), d.stream_queue)
     r.done(t, "api")
     if not listen.is_loopback and token is None:
         r.error("api.token", f"required when the API listens on a non-loopback address ({listen})")
-    return ApiSection(listen, port, token)
+    if stream_clients > max_connections:
+        r.error("api.stream_clients",
+                f"{stream_clients} is more than api.max_connections ({max_connections})")
+    return ApiSection(listen, port, token, max_connections, header_timeout, keepalive_timeout,
+                      stream_clients, stream_queue)
 
 
 def _read_map_resolver(r: _Reader, doc: dict[str, Any]) -> MapResolverSection:
@@ -581,16 +652,21 @@ def _read_map_resolver(r: _Reader, doc: dict[str, Any]) -> MapResolverSection:
     listen = r.get(t, "listen", p, _address, IPv4Address("0.0.0.0"))
     rate = r.get(t, "rate_limit", p, _positive_float, DEFAULT_RATE_LIMIT)
     burst = r.get(t, "rate_burst", p, _int_range(1, 1_000_000), max(1, int(2 * rate)))
+    grate = r.get(t, "global_rate_limit", p, _positive_float, DEFAULT_MR_GLOBAL_RATE)
+    gburst = r.get(t, "global_rate_burst", p, _int_range(1, 10_000_000), max(1, int(2 * grate)))
+    table = r.get(t, "rate_limit_prefixes", p, _int_range(1, 10_000_000), DEFAULT_MR_RATE_PREFIXES)
+    outage_ttl = r.get(t, "outage_negative_ttl", p, _int_range(0, 15), 1)
     r.done(t, p)
-    return MapResolverSection(enabled, listen, rate, burst)
+    return MapResolverSection(enabled, listen, rate, burst, grate, gburst, table, outage_ttl)
 
 
-def _read_map_server(r: _Reader, doc: dict[str, Any]) -> MapServerSection:
+def _read_map_server(r: _Reader, doc: dict[str, Any], eid: EidSection) -> MapServerSection:
     present = "map_server" in doc
     t = r.table(doc, "map_server", "")
     p = "map_server"
     enabled = r.get(t, "enabled", p, _bool, present)
     sites: list[SiteConfig] = []
+    paths: list[str] = []  # each site's dotted key, for the errors of _check_sites
     names: dict[str, str] = {}
     for sp, st in r.tables(t, "sites", p):
         name = r.get(st, "name", sp, _name)
@@ -601,17 +677,76 @@ def _read_map_server(r: _Reader, doc: dict[str, Any]) -> MapServerSection:
             r.error(f"{sp}.eid_prefixes", "must list at least one prefix")
         more = r.get(st, "accept_more_specifics", sp, _bool, False)
         always = r.get(st, "always_announce", sp, _bool, False)
+        overlap = r.get(st, "allow_overlap", sp, _bool, False)
+        notify_to = r.get(st, "notify_to", sp, _choice(SITE_NOTIFY_TO), "rfc")
+        replay = r.get(st, "replay", sp, _choice(SITE_REPLAY), "enforce")
         r.done(st, sp)
         if name in names:
             r.error(f"{sp}.name", f"{name!r} is already used by {names[name]}")
         if name is not None:
             names[name] = sp
         if None not in (name, key, algorithm) and prefixes:
-            sites.append(SiteConfig(name, key, algorithm, prefixes, more, always))
+            sites.append(SiteConfig(name, key, algorithm, prefixes, more, always, bool(overlap),
+                                    notify_to or "rfc", replay or "enforce"))
+            paths.append(sp)
+    allow_overlapping = r.get(t, "allow_overlapping_sites", p, _bool, False)
+    per_site = r.get(t, "max_registrations_per_site", p, _int_range(1, 1_000_000),
+                     DEFAULT_MAX_REGISTRATIONS_PER_SITE)
+    per_source = r.get(t, "max_registrations_per_source", p, _int_range(1, 1_000_000),
+                       DEFAULT_MAX_REGISTRATIONS_PER_SOURCE)
     r.done(t, p)
     if enabled and not sites and not r.problems:
         r.error(f"{p}.sites", "an enabled Map-Server needs at least one [[map_server.sites]]")
-    return MapServerSection(enabled, tuple(sites))
+    _check_sites(r, eid, sites, paths, bool(allow_overlapping))
+    return MapServerSection(
+        enabled, tuple(sites), bool(allow_overlapping),
+        per_site or DEFAULT_MAX_REGISTRATIONS_PER_SITE, per_source or DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
+    )
+
+
+def _check_sites(
+    r: _Reader, eid: EidSection, sites: list[SiteConfig], paths: list[str], allow_overlapping: bool
+) -> None:
+    """A site's prefixes lie inside [eid].accept, and two sites share no EID space unless allowed.
+
+    A site outside the accepted space could register, but the aggregate the Map-Server announces for
+    it into the ALT (RFC 6833 §4.2, RFC 6836 §4.2) would be refused by every ALT node. Two
+    sites claiming the same EIDs make the Map-Server's answer depend on which site registered;
+    an operator who means it (a customer site inside a provider's) says so with allow_overlap.
+    """
+    if eid.accept:
+        for site, sp in zip(sites, paths, strict=True):
+            for j, prefix in enumerate(site.eid_prefixes):
+                if not eid.accepts(prefix):
+                    r.error(f"{sp}.eid_prefixes[{j}]",
+                            f"{prefix} is outside the accepted EID space (eid.accept)")
+    if allow_overlapping:
+        return
+    # Two prefixes overlap only if one contains the other. In (family, address, length) order every
+    # prefix comes after the prefixes that contain it, and those are exactly the stack left when the
+    # ones that do not contain it are popped: one sort and a walk, not a comparison of every pair
+    # (a generated lab has thousands of sites).
+    entries = sorted(
+        ((prefix, i, j) for i, site in enumerate(sites) for j, prefix in enumerate(site.eid_prefixes)),
+        key=lambda e: (e[0].version, int(e[0].network_address), e[0].prefixlen),
+    )
+    stack: list[tuple[Prefix, int]] = []
+    for prefix, i, j in entries:
+        while stack and not _within(prefix, stack[-1][0]):
+            stack.pop()
+        clash = next((k for _, k in reversed(stack)
+                      if k != i and not (sites[i].allow_overlap or sites[k].allow_overlap)), None)
+        if clash is not None:
+            outer = next(q for q, k in reversed(stack) if k == clash)
+            r.error(f"{paths[i]}.eid_prefixes[{j}]",
+                    f"{prefix} overlaps {outer} of site {sites[clash].name!r} ({paths[clash]}); set "
+                    "allow_overlap = true on one of the sites, or [map_server] allow_overlapping_sites = "
+                    "true, if intended")
+        stack.append((prefix, i))
+
+
+def _within(inner: Prefix, outer: Prefix) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
 
 
 def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
@@ -624,9 +759,10 @@ def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
         addr = r.get(mt, "address", mp, _address)
         key = r.get(mt, "key", mp, _secret)
         algorithm = r.get(mt, "algorithm", mp, _choice(AUTH_ALGORITHMS), "hmac-sha256-128")
+        auth_length = r.get(mt, "auth_length", mp, _choice(AUTH_LENGTHS), "full")
         r.done(mt, mp)
-        if None not in (addr, key, algorithm):
-            servers.append(MapServerRef(addr, key, algorithm))
+        if None not in (addr, key, algorithm, auth_length):
+            servers.append(MapServerRef(addr, key, algorithm, auth_length))
     mappings: list[Mapping] = []
     for mp, mt in r.tables(t, "mappings", p):
         prefix = r.get(mt, "eid_prefix", mp, _prefix)
@@ -637,9 +773,10 @@ def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
             addr = r.get(rt, "address", rp, _address)
             prio = r.get(rt, "priority", rp, _int_range(0, 255), 1)
             weight = r.get(rt, "weight", rp, _int_range(0, 255), 100)
+            local = r.get(rt, "local", rp, _bool, True)
             r.done(rt, rp)
-            if None not in (addr, prio, weight):
-                rlocs.append(Rloc(addr, prio, weight))
+            if None not in (addr, prio, weight, local):
+                rlocs.append(Rloc(addr, prio, weight, local))
         if not had_rlocs:
             r.error(f"{mp}.rlocs", "must list at least one RLOC ([[etr.mappings.rlocs]] or rlocs = [...])")
         r.done(mt, mp)
@@ -656,6 +793,19 @@ def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
     return EtrSection(enabled, tuple(servers), tuple(mappings), interval, proxy)
 
 
+def _read_icmp(r: _Reader, doc: dict[str, Any]) -> IcmpLimits:
+    t = r.table(doc, "icmp", "")
+    p = "icmp"
+    d = IcmpLimits()
+    rate = r.get(t, "rate", p, _positive_float, d.rate)
+    burst = r.get(t, "burst", p, _int_range(1, 1_000_000), d.burst)
+    per_rate = r.get(t, "per_destination_rate", p, _positive_float, d.per_destination_rate)
+    per_burst = r.get(t, "per_destination_burst", p, _int_range(1, 1_000_000), d.per_destination_burst)
+    table = r.get(t, "max_destinations", p, _int_range(1, 10_000_000), d.max_destinations)
+    r.done(t, p)
+    return IcmpLimits(rate, burst, per_rate, per_burst, table)
+
+
 def parse_config(text: str, source: str = "<string>") -> NodeConfig:
     """Parse and validate one node's TOML configuration; raise ConfigError listing every problem."""
     try:
@@ -669,12 +819,13 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
     exabgp = _read_exabgp(r, doc)
     api = _read_api(r, doc)
     mr = _read_map_resolver(r, doc)
-    ms = _read_map_server(r, doc)
+    ms = _read_map_server(r, doc, eid)
     etr = _read_etr(r, doc)
+    icmp = _read_icmp(r, doc)
     r.done(doc, "")
     if r.problems or node is None:
         raise ConfigError(source, r.problems or ["[node] is incomplete"])
-    return NodeConfig(node, eid, peers, exabgp, api, mr, ms, etr, source)
+    return NodeConfig(node, eid, peers, exabgp, api, mr, ms, etr, source, icmp=icmp)
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -11,6 +11,14 @@ AS prepended (ExaBGP only adds its AS when no AS_PATH is given).  Prefixes the
 node originates itself (configured or ``announce``d at run time) win over
 learned ones.  Every command names its neighbor, so each peer gets the next hop
 it can use (``exabgp_config.next_hop_for``).
+
+Aggregation (``[[eid.aggregates]]``, ``rib/aggregate.py``): every learned best
+path and every run-time origination feeds the aggregator; an active aggregate
+is originated with its aggregate attributes (AS_SET or ATOMIC_AGGREGATE, and
+AGGREGATOR), and a more-specific under an active ``summary_only`` aggregate is
+not exported (it stays in the RIB, and the node forwards by it).  Prefixes from
+``[eid].announce`` contribute but are announced regardless: they live in
+ExaBGP's own configuration.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from alt_router.bgp.bridge import HELLO, REPLAYED, Hello
 from alt_router.bgp.exabgp_config import next_hop_for
 from alt_router.node.config import NodeConfig, PeerConfig
 from alt_router.rib import EventStream, Path, PeerInfo, Rib, RouteChange, TeardownPeer
+from alt_router.rib.aggregate import AggregateChange, AggregateRoute, Aggregator
 from alt_router.rib.rib import Output
 
 log = logging.getLogger(__name__)
@@ -60,12 +69,28 @@ def announce_command(peer: PeerConfig, prefix: Prefix, path: Path | None, local_
     if path is None:
         return cmd
     segment = " ".join(str(a) for a in (local_asn, *path.as_path))
-    if path.as_set:
-        segment += " ( " + " ".join(str(a) for a in path.as_set) + " )"
     cmd += f" origin {path.origin} as-path [ {segment} ]"
+    if path.as_set:
+        # After the sequence, not inside it: ExaBGP cannot parse "[ 1 2 ( 3 ) ]".
+        cmd += " ( " + " ".join(str(a) for a in path.as_set) + " )"
     if path.communities:
         cmd += " community [ " + " ".join(f"{a}:{b}" for a, b in path.communities) + " ]"
     return cmd
+
+
+def aggregate_command(peer: PeerConfig, route: AggregateRoute, local_asn: int, router_id: IPv4Address) -> str:
+    """ExaBGP command originating the aggregate ``route`` to ``peer`` (RFC 4271 §5.1.6-§5.1.7, §9.2.2.2).
+
+    ExaBGP's syntax puts the AS_SET after the sequence: ``as-path [ 65001 ] ( 65010 65020 )``.
+    """
+    remote = peer.tunnel.session[1]
+    cmd = (f"neighbor {remote} announce route {route.prefix} next-hop {next_hop_for(peer, route.prefix)}"
+           f" origin {route.origin}")
+    if route.as_set:
+        cmd += f" as-path [ {local_asn} ] ( " + " ".join(str(a) for a in route.as_set) + " )"
+    if route.atomic_aggregate:
+        cmd += " atomic-aggregate"
+    return cmd + f" aggregator ( {local_asn}:{router_id} )"
 
 
 def withdraw_command(peer: PeerConfig, prefix: Prefix) -> str:
@@ -86,6 +111,12 @@ class NodeCore:
         self.static: frozenset[Prefix] = frozenset(own)
         self.dynamic: dict[Prefix, None] = {}
         self.exported: dict[Prefix, Path] = {}
+        self.aggregator = Aggregator(config.eid.aggregates)
+        # more-specific -> the summary-only aggregate that keeps it from the peers
+        self.suppressed: dict[Prefix, Prefix] = {}
+        for prefix in self.static:
+            self.aggregator.update(prefix, ())
+        self.aggregator.start()  # announced with everything else when the bridge connects
         self.hello: Hello | None = None
         self.teardowns: list[TeardownPeer] = []
         self._peers = {p.name: p for p in config.peers}
@@ -188,7 +219,10 @@ class NodeCore:
         self.counters["bridge-connections"] += 1
         cmds: list[str] = []
         for prefix in self.dynamic:
-            cmds += self._own_commands(prefix, announce=True)
+            if prefix not in self.suppressed:
+                cmds += self._own_commands(prefix, announce=True)
+        for route in self.aggregator.routes():
+            cmds += self._aggregate_commands(AggregateChange(route.prefix, route))
         for prefix, path in self.exported.items():
             cmds += [announce_command(p, prefix, path, self.local_asn) for p in self._eligible(path)]
         return cmds
@@ -242,7 +276,8 @@ class NodeCore:
         self._peers = dict(new)
         # With a single peer nothing was exported (see _export); with two or more everything is.
         own = {*self.static, *self.dynamic}
-        self.exported = {path.prefix: path for path in self.rib.routes() if path.prefix not in own} \
+        self.exported = {path.prefix: path for path in self.rib.routes()
+                         if path.prefix not in own and path.prefix not in self.suppressed} \
             if len(self._peers) >= 2 else {}
         return cmds
 
@@ -254,8 +289,13 @@ class NodeCore:
         if p in self.dynamic or p in self.static:
             return []
         self.dynamic[p] = None
-        self.exported.pop(p, None)
-        return self._own_commands(p, announce=True)
+        was_exported = self.exported.pop(p, None) is not None
+        cmds = self._aggregate_commands(*self.aggregator.update(p, ()))
+        agg = self.aggregator.suppressed_by(p)
+        if agg is not None:
+            self.suppressed[p] = agg
+            return cmds + (self._own_commands(p, announce=False) if was_exported else [])
+        return cmds + self._own_commands(p, announce=True)
 
     def withdraw(self, prefix: str | Prefix) -> list[str]:
         """Stop originating ``prefix`` (a configured one stays); idempotent."""
@@ -264,13 +304,21 @@ class NodeCore:
             return []
         del self.dynamic[p]
         learned = self.rib.get(p)
+        contribution = (*learned.as_path, *learned.as_set) if learned is not None else None
+        cmds = self._aggregate_commands(
+            *self.aggregator.update(p, contribution, learned.origin if learned else "igp"))
+        hidden = self.suppressed.pop(p, None) is not None
         if learned is not None:
+            agg = self.aggregator.suppressed_by(p)
+            if agg is not None:
+                self.suppressed[p] = agg
+                return cmds  # the learned path is hidden by the same aggregate
             # Someone else originates it too: fall back to exporting their path.
             self.exported[p] = learned
             eligible = set(self._eligible(learned))
-            return [announce_command(peer, p, learned, self.local_asn) if peer in eligible
-                    else withdraw_command(peer, p) for peer in self._carrying(p)]
-        return self._own_commands(p, announce=False)
+            return cmds + [announce_command(peer, p, learned, self.local_asn) if peer in eligible
+                           else withdraw_command(peer, p) for peer in self._carrying(p)]
+        return cmds + ([] if hidden else self._own_commands(p, announce=False))
 
     def originated(self) -> list[Prefix]:
         return sorted({*self.static, *self.dynamic}, key=lambda p: (p.version, p))
@@ -309,14 +357,44 @@ class NodeCore:
                   action.reason)
         return [api.teardown(peer.tunnel.session[1], api.CEASE_MAX_PREFIX)]
 
+    def _aggregate_commands(self, *changes: AggregateChange) -> list[str]:
+        cmds: list[str] = []
+        for change in changes:
+            route = change.route
+            if route is None:
+                log.info("aggregate %s withdrawn: no contributing route left", change.prefix)
+                self.counters["aggregates-withdrawn"] += 1
+                cmds += [withdraw_command(p, change.prefix) for p in self._carrying(change.prefix)]
+                continue
+            self.counters["aggregates-originated"] += 1
+            members = set(route.as_set)
+            for p in self._carrying(change.prefix):
+                if p.asn in members:  # it would drop it as its own (and must: loop prevention)
+                    cmds.append(withdraw_command(p, change.prefix))
+                else:
+                    cmds.append(aggregate_command(p, route, self.local_asn, self.config.node.router_id))
+        self.counters["exported-commands"] += len(cmds)
+        return cmds
+
     def _export(self, change: RouteChange) -> list[str]:
-        if len(self._peers) < 2:
-            return []  # the only peer is the source of every route: nobody to export to
         prefix = change.prefix
         if prefix in self.static or prefix in self.dynamic:
             return []  # our own origination wins (module docstring)
-        old = self.exported.get(prefix)
         new = change.new
+        agg_cmds: list[str] = []
+        if self.aggregator:  # one len() on the ingest hot path when no aggregate is configured
+            agg_cmds = self._aggregate_commands(*self.aggregator.update(
+                prefix, (*new.as_path, *new.as_set) if new is not None else None,
+                new.origin if new is not None else "igp"))
+            agg = self.aggregator.suppressed_by(prefix) if new is not None else None
+            if agg is not None:
+                self.suppressed[prefix] = agg
+                new = None  # kept from the peers by a summary-only aggregate
+            else:
+                self.suppressed.pop(prefix, None)
+        if len(self._peers) < 2:
+            return agg_cmds  # the only peer is the source of every route: nobody to export to
+        old = self.exported.get(prefix)
         old_peers = {p.name for p in self._eligible(old)} if old is not None else set()
         cmds: list[str] = []
         if new is None:
@@ -330,7 +408,7 @@ class NodeCore:
         if new is not None:
             cmds += [announce_command(p, prefix, new, self.local_asn) for p in new_peers]
         self.counters["exported-commands"] += len(cmds)
-        return cmds
+        return agg_cmds + cmds
 
     # --- status -------------------------------------------------------------------------------
 
@@ -361,6 +439,7 @@ class NodeCore:
             "originated": [str(p) for p in self.originated()],
             "exported": len(self.exported),
             "teardowns": [{"peer": t.peer, "reason": t.reason} for t in self.teardowns[-20:]],
+            "aggregates": self.aggregator.view(),
             "events_last_seq": self.rib.stream.last_seq,
         }
         if self.hello is not None:

@@ -43,11 +43,12 @@ from alt_router.api.http import start as start_api
 from alt_router.bgp.bridge import MAX_LINE, SOCKET_NAME
 from alt_router.bgp.exabgp_config import exabgp_stop_grace, render_exabgp_config
 from alt_router.bgp.supervisor import Backoff, ExabgpSupervisor, exabgp_env, process_matches, read_pidfile
+from alt_router.bgp.supervisor import terminate as terminate_exabgp
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import InnerHook
 from alt_router.gre.tunnel import Tunnels, make_tunnels
 from alt_router.gre.userspace import Engine
-from alt_router.node.config import ConfigError, NodeConfig, PeerConfig, load_config
+from alt_router.node.config import ApiSection, ConfigError, NodeConfig, PeerConfig, load_config
 from alt_router.node.core import NodeCore, NodeError, Prefix, as_prefix
 from alt_router.node.mapping import NodeMapping
 from alt_router.node.reload import ReloadPlan
@@ -64,6 +65,19 @@ ANNOUNCEMENTS_FILE = "announcements.json"
 EXABGP_CONFIG = "exabgp.conf"
 STATUS_INTERVAL = 2.0
 GC_FREEZE_STEP = 50_000
+# SIGTERM must stop the node within 3 s (systemd's and operators' patience), whatever the table
+# size: the node waits this long for ExaBGP, which then finishes closing its sessions on its own
+# (ExabgpSupervisor.stop).
+EXABGP_STOP_WAIT = 2.0
+# The GRE data-plane thread (docs/architecture.md, "Data-plane thread") needs the GIL back after
+# every syscall; while the event loop runs Python flat out, it waits up to one switch interval
+# each time.  CPython's 5 ms made a packet across a busy node cost ~15 ms (p90, 3 syscalls);
+# 1 ms brings that to ~1 ms, and costs nothing while the data-plane thread is idle (nobody asks
+# for the GIL then).
+SWITCH_INTERVAL = 0.001
+# Set to 1 to enable the control command ``debug-stall`` (tests only: it freezes the event loop).
+DEBUG_ENV = "ALT_ROUTER_DEBUG"
+MAX_DEBUG_STALL = 120.0
 
 
 class DaemonError(RuntimeError):
@@ -168,7 +182,7 @@ class Node:
                 if isinstance(self.tunnels, Engine):
                     if self.mapping is not None and self.hook == self.mapping.hook:
                         self.tunnels.dataplane.fast_hook = self.mapping.fast_hook
-                    self.tunnels.attach(asyncio.get_running_loop())
+                    self._start_dataplane(self.tunnels)
             if self.mapping is not None:
                 # Registrations do not survive a restart, so neither do the announcements they made.
                 for prefix in self.mapping.site_prefixes() & set(self.core.dynamic):
@@ -178,7 +192,7 @@ class Node:
             self._servers.append(await self._unix_server(SOCKET_NAME, self._serve_bridge))
             self._servers.append(await self._unix_server(CONTROL_SOCKET, self._serve_control))
             await self._start_api()
-            self._prepare_exabgp_config()
+            await self._prepare_exabgp_config()
             self.supervisor.start()
         except BaseException:
             await self.stop()
@@ -199,7 +213,7 @@ class Node:
 
     async def stop(self) -> None:
         """Clean stop: ExaBGP (Cease to every peer), sockets, tunnels, pidfiles."""
-        await self.supervisor.stop(grace=exabgp_stop_grace(len(self.core.rib)))
+        await self.supervisor.stop(grace=exabgp_stop_grace(len(self.core.rib)), wait=EXABGP_STOP_WAIT)
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -235,7 +249,7 @@ class Node:
             raise DaemonError(f"another alt-router (pid {other}) runs on {self.state_dir}")
         write_atomic(path, f"{os.getpid()}\n")
 
-    def _prepare_exabgp_config(self) -> None:
+    async def _prepare_exabgp_config(self) -> None:
         if self.config.exabgp.config is not None:
             if not self.config.exabgp.config.is_file():
                 raise DaemonError(f"ExaBGP config {self.config.exabgp.config} does not exist")
@@ -252,13 +266,7 @@ class Node:
         if old is not None and pid is not None and process_matches(pid, ("exabgp", str(path))):
             # The running ExaBGP was started from a different config: do not adopt it.
             log.warning("the node config changed since ExaBGP pid %d started; restarting it", pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while process_matches(pid, ()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            await terminate_exabgp(pid, 5.0)
         write_atomic(path, text)
 
     async def _unix_server(
@@ -299,6 +307,10 @@ class Node:
                     self.core.counters["oversize-lines"] += 1
                     await reader.readexactly(exc.consumed)
                     continue
+                if self._bridge is not writer:
+                    # Superseded (the bridge reconnected after we fell behind, see bgp/bridge.py):
+                    # what this connection still holds is older than the new one's replay.
+                    break
                 self.send(self.core.on_line(line, self.clock()))
                 self._freeze_routes()
                 if writer.transport.get_write_buffer_size() > 1 << 20:
@@ -362,7 +374,8 @@ class Node:
         # Monitoring must not take routing down: a port in use is logged, not fatal.
         cfg = self.config.api
         try:
-            self.api = await start_api(DaemonView(self), str(cfg.listen), cfg.port, cfg.token)
+            self.api = await start_api(DaemonView(self), str(cfg.listen), cfg.port, cfg.token,
+                                       **api_limits(cfg))
         except ApiConfigError as exc:
             log.error("monitoring API not started: %s", exc)
 
@@ -468,7 +481,15 @@ class Node:
                 engine.dataplane.fast_hook = self.mapping.fast_hook
                 self.mapping.tunnel_sender = engine
             with contextlib.suppress(RuntimeError):
-                engine.attach(asyncio.get_running_loop())
+                self._start_dataplane(engine)
+
+    @staticmethod
+    def _start_dataplane(engine: Engine) -> None:
+        # Its own thread, not the event loop: BGP crosses these tunnels, and its keepalives must
+        # not wait for a loop busy with a Map-Register flood or slow API clients.  Local
+        # deliveries come back to the loop through the engine's bounded hand-off.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        engine.start(asyncio.get_running_loop())
 
     def _remove_tunnel(self, peer: str) -> None:
         name = self.tunnel_names.pop(peer, None)
@@ -504,8 +525,18 @@ class Node:
 
     def write_status(self) -> Path:
         path = self.state_dir / STATUS_FILE
-        write_atomic(path, json.dumps(self.status(), indent=1, sort_keys=True, default=str) + "\n")
+        write_atomic(path, json.dumps(self.status_file(), indent=1, sort_keys=True, default=str) + "\n")
         return path
+
+    def status_file(self) -> dict[str, Any]:
+        """What status.json holds: ``status()`` with totals in place of the route and registration
+        lists, so writing it every STATUS_INTERVAL costs the same whatever the table sizes (the
+        lists are paged: ``/v1/routes``, ``/v1/registrations``)."""
+        snap = self.status(routes=False)
+        mapping = snap.get("mapping")
+        if isinstance(mapping, dict) and isinstance(mapping.get("registrations"), list):
+            mapping["registrations"] = len(mapping["registrations"])
+        return snap
 
     async def _status_loop(self) -> None:
         while True:
@@ -537,9 +568,20 @@ class Node:
                 return {"ok": True, "registrations": self.mapping.registrations() if self.mapping else []}
             if cmd == "dump":
                 return {"ok": True, "path": str(self.write_status())}
+            if cmd == "debug-stall" and os.environ.get(DEBUG_ENV) == "1":
+                return self._debug_stall(request.get("seconds", 1.0))
         except NodeError as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+    @staticmethod
+    def _debug_stall(seconds: object) -> dict[str, Any]:
+        if not isinstance(seconds, int | float):
+            return {"ok": False, "error": "seconds must be a number"}
+        stall = min(MAX_DEBUG_STALL, max(0.0, float(seconds)))
+        # Answer first, then stall: the caller's query must not wait out the stall.
+        asyncio.get_running_loop().call_soon(_stall, stall)
+        return {"ok": True, "stalling": stall}
 
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -558,6 +600,27 @@ class Node:
             pass
         finally:
             writer.close()
+
+
+def api_limits(cfg: ApiSection) -> dict[str, Any]:
+    """The ``[api]`` limits as ``ApiServer`` keywords."""
+    return {"max_connections": cfg.max_connections, "header_timeout": cfg.header_timeout,
+            "keepalive_timeout": cfg.keepalive_timeout, "max_stream_clients": cfg.stream_clients,
+            "queue_size": cfg.stream_queue}
+
+
+def _stall(seconds: float) -> None:
+    """Keep the event loop (and the GIL, between switches) busy in Python for ``seconds``.
+
+    The ``debug-stall`` control command: what a Map-Register flood does to the loop, on demand,
+    so a test can show that BGP does not depend on it.
+    """
+    log.warning("debug-stall: blocking the event loop for %.1fs", seconds)
+    end = time.monotonic() + seconds
+    spins = 0
+    while time.monotonic() < end:
+        spins += 1
+    log.warning("debug-stall: done (%d spins)", spins)
 
 
 def query(state_dir: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

@@ -7,6 +7,13 @@ comes from ``%``-style arguments already merged into ``msg``.  Under systemd
 (``JOURNAL_STREAM`` set) the time is left out: journald stamps every line
 itself, and the level also goes in a ``<N>`` syslog prefix journald turns into
 the entry's priority, so ``journalctl -p warning`` works.
+
+A backstop keeps the log's growth bounded whatever the node is sent: each logger
+may write LOG_RATE lines a second on average (bursts of LOG_BURST), and a message
+is cut at MAX_MESSAGE characters.  The places that log what outsiders cause
+summarise repeats themselves (``alt_router.logsummary``); this filter only
+catches what they miss, and the next line that gets through says how many
+were left out (``suppressed=N``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is context.
@@ -27,6 +36,11 @@ _LEVELS = {
     logging.ERROR: "error",
     logging.CRITICAL: "critical",
 }
+# Per logger: 20 lines a second on average, bursts of 200 (a start-up or a reload logs a few
+# dozen at once).  With the two dozen loggers of the package, at most a few KB/s in all.
+LOG_RATE = 20.0
+LOG_BURST = 200.0
+MAX_MESSAGE = 4096
 # sd-daemon(3) priorities.
 _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -46,6 +60,38 @@ def _key(name: str) -> str:
     return cleaned or "_"
 
 
+class RateLimitFilter(logging.Filter):
+    """A token bucket per logger name; the next record let through tells how many were refused."""
+
+    def __init__(self, rate: float = LOG_RATE, burst: float = LOG_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        # logger name -> [tokens, stamp, suppressed]; logger names come from the code, not the wire.
+        self._buckets: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get(record.name)
+            if bucket is None:
+                bucket = self._buckets[record.name] = [self.burst, now, 0]
+            elif now > bucket[1]:
+                bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+                bucket[1] = now
+            if bucket[0] < 1.0:
+                bucket[2] += 1
+                return False
+            bucket[0] -= 1.0
+            if bucket[2]:
+                record.suppressed = int(bucket[2])
+                bucket[2] = 0
+        return True
+
+
 class LogfmtFormatter(logging.Formatter):
     """``[<N>]time=... level=... logger=... msg=... k=v ...``; ``timestamps``/``syslog_prefix`` as above."""
 
@@ -62,7 +108,7 @@ class LogfmtFormatter(logging.Formatter):
         fields += [
             ("level", _LEVELS.get(record.levelno, record.levelname.lower())),
             ("logger", record.name),
-            ("msg", record.getMessage()),
+            ("msg", _cut(record.getMessage())),
         ]
         fields += [
             (_key(k), v) for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")
@@ -76,6 +122,12 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
+def _cut(text: str) -> str:
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE} more characters)"
+
+
 def under_journald(environ: dict[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get("JOURNAL_STREAM"))
 
@@ -87,6 +139,7 @@ def setup(
     journald = under_journald(environ)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(LogfmtFormatter(timestamps=not journald, syslog_prefix=journald))
+    handler.addFilter(RateLimitFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

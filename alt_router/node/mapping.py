@@ -9,6 +9,7 @@ socket per address family on port 4342 and the message type says which role
 gets a datagram:
 
     ECM with the E bit         -> ETR (else the Map-Resolver)
+    ECM from an ETR's MS       -> ETR, if for its EID (RFC 9301 leaves E reserved: ``Etr.owns_ecm``)
     ECM                        -> Map-Resolver (else the ETR)
     Map-Register               -> Map-Server
     Map-Request, Map-Notify    -> ETR
@@ -36,24 +37,28 @@ from typing import Any, Final, Protocol
 from alt_router.alt.forwarder import AltForwarder
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import Drop, Forward, Local, Verdict
-from alt_router.lisp import LISP_CONTROL_PORT
+from alt_router.lisp import LISP_CONTROL_PORT, MessageType
+from alt_router.logsummary import LogSummary
 from alt_router.mapping.actions import Action, Announce, IPAddress, Prefix, SendAlt, SendIp, SendUdp, Withdraw
-from alt_router.mapping.etr import Etr
+from alt_router.mapping.etr import Etr, EtrMappingConfig, EtrRloc, MapServerTarget, initial_nonce
 from alt_router.mapping.map_resolver import MapResolver
-from alt_router.mapping.map_server import MapServer
-from alt_router.node.config import NodeConfig, SiteConfig
+from alt_router.mapping.map_server import ALGORITHMS, MapServer, Registration, Site
+from alt_router.node.config import EtrSection, MapResolverSection, NodeConfig, SiteConfig
+from alt_router.node.etr_state import NonceStore, nonce_path
+from alt_router.node.ms_state import MapServerNonceStore, nonce_table_path
 from alt_router.rib import Rib
+from alt_router.sockdrops import RX_BUFFER_OVERFLOW, socket_drops
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE: Final = 65535
 BATCH: Final = 64
-# LISP message types (RFC 9301 §5.1), the first four bits of the UDP payload.
-MAP_REQUEST: Final = 1
-MAP_REGISTER: Final = 3
-MAP_NOTIFY: Final = 4
-ECM: Final = 8
-_ECM_E_BIT: Final = 0x02  # RFC 9301 §5.8: "to ETR", set by a Map-Server
+# Dropped datagrams are logged once per (reason, source), then summed up every DROP_LOG_INTERVAL
+# seconds; past DROP_LOG_SOURCES sources in an interval the rest share one line.  At most
+# about 3 lines a second, whatever is sent to port 4342.
+DROP_LOG_INTERVAL: Final = 10.0
+DROP_LOG_SOURCES: Final = 32
+_ECM_E_BIT: Final = 0x02  # draft "to ETR", set by a Map-Server (bit 6, reserved in RFC 9301 §5.8)
 
 EDGE_COUNTERS: Final = (
     "received", "sent", "send-error", "malformed", "no-role", "to-mr", "to-ms", "to-etr",
@@ -82,7 +87,7 @@ def router_addresses(config: NodeConfig) -> tuple[IPv4Address | None, IPv6Addres
 def role_for(data: bytes, *, mr: bool, ms: bool, etr: bool) -> str | None:
     """Which role gets a datagram received on port 4342: "mr", "ms", "etr" or None."""
     kind = data[0] >> 4
-    if kind == ECM:
+    if kind == MessageType.ENCAPSULATED_CONTROL_MESSAGE:
         if len(data) < 4:
             return None
         to_etr = bool(data[0] & _ECM_E_BIT)
@@ -91,15 +96,45 @@ def role_for(data: bytes, *, mr: bool, ms: bool, etr: bool) -> str | None:
         if mr:
             return "mr"
         return "etr" if etr else None
-    if kind == MAP_REGISTER:
+    if kind == MessageType.MAP_REGISTER:
         return "ms" if ms else None
-    if kind in (MAP_REQUEST, MAP_NOTIFY):
+    if kind in (MessageType.MAP_REQUEST, MessageType.MAP_NOTIFY):
         return "etr" if etr else None
     return None
 
 
 def _family(addr: IPAddress) -> int:
     return addr.version
+
+
+def etr_inputs(
+    section: EtrSection, map_server_port: int = LISP_CONTROL_PORT
+) -> tuple[list[EtrMappingConfig], list[MapServerTarget]]:
+    """The ETR core's own input types from the node's ``[etr]`` section (the core never sees node config)."""
+    mappings = [
+        EtrMappingConfig(
+            m.eid_prefix, tuple(EtrRloc(r.address, r.priority, r.weight, r.local) for r in m.rlocs), m.ttl
+        )
+        for m in section.mappings
+    ]
+    servers = [
+        MapServerTarget(s.address, s.key, ALGORITHMS[s.algorithm], map_server_port,
+                        truncated_auth=s.auth_length == "truncated")
+        for s in section.map_servers
+    ]
+    return mappings, servers
+
+
+def map_resolver_from_config(
+    forwarder: AltForwarder, rib: Rib, section: MapResolverSection, config: NodeConfig, port: int
+) -> MapResolver:
+    return MapResolver(
+        forwarder, lambda: (p.prefix for p in rib.routes()),
+        rate=section.rate_limit, burst=section.rate_burst,
+        global_rate=section.global_rate_limit, global_burst=section.global_rate_burst,
+        max_prefixes=section.rate_limit_prefixes, outage_negative_ttl=section.outage_negative_ttl,
+        eid_space=config.eid.accept, port=port,
+    )
 
 
 class NodeMapping:
@@ -127,7 +162,8 @@ class NodeMapping:
         self._withdraw = withdraw
         v4, v6 = router_addresses(config)
         self.forwarder = AltForwarder.for_rib(
-            rib, tunnels, local_callback=self._on_local, router_v4=v4, router_v6=v6
+            rib, tunnels, local_callback=self._on_local, router_v4=v4, router_v6=v6,
+            icmp_limits=config.icmp, clock=clock,
         )
         self._fw_hook = self.forwarder.hook
         # The engine's fast_hook beside ``hook``: the forwarder's common case never drops, so
@@ -135,20 +171,34 @@ class NodeMapping:
         self.fast_hook = self.forwarder.fast_forward
         self.mr: MapResolver | None = None
         self.ms: MapServer | None = None
+        self.ms_nonces: MapServerNonceStore | None = None
         self.etr: Etr | None = None
         if config.map_resolver.enabled:
-            self.mr = MapResolver(
-                self.forwarder, lambda: (p.prefix for p in rib.routes()),
-                rate=config.map_resolver.rate_limit, burst=config.map_resolver.rate_burst, port=port,
-            )
+            self.mr = map_resolver_from_config(self.forwarder, rib, config.map_resolver, config, port)
         if config.map_server.enabled:
-            self.ms = MapServer(config.map_server.sites, port=port)
+            section = config.map_server
+            self.ms = MapServer(
+                [site_from_config(s) for s in section.sites], port=port, aggregates=config.eid.announce,
+                max_per_site=section.max_registrations_per_site,
+                max_per_source=section.max_registrations_per_source,
+                routed_inside=lambda prefix: (path.prefix for path in rib.covered(prefix)),
+            )
+            self.ms_nonces = MapServerNonceStore(nonce_table_path(config.node.state_dir))
+            self.ms_nonces.load(self.ms, clock())
+            self.forwarder.set_served(self._ms_prefixes())  # no data-plane thread yet
+        self.nonce_store: NonceStore | None = None
         if config.etr.enabled:
+            # RFC 9301 §5.6: Map-Register nonces keep increasing across restarts.
+            self.nonce_store = NonceStore(nonce_path(config.node.state_dir))
+            mappings, servers = etr_inputs(config.etr)
             self.etr = Etr(
-                config.etr.mappings, config.etr.map_servers, register_interval=config.etr.register_interval,
+                mappings, servers, register_interval=config.etr.register_interval,
                 proxy_reply=config.etr.proxy_reply, port=port,
+                last_nonce=initial_nonce(self.nonce_store.saved, time.time()),
             )
         self.counters: Counter[str] = Counter(dict.fromkeys(EDGE_COUNTERS, 0))
+        self.drop_log = LogSummary(DROP_LOG_INTERVAL, DROP_LOG_SOURCES)
+        self._drop_flush_at: float | None = None
         self.tunnel_sender: TunnelSender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: dict[int, socket.socket] = {}
@@ -169,13 +219,42 @@ class NodeMapping:
 
     def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
         """Peers added or removed by a config reload: the forwarder's peer-to-tunnel map."""
-        self.forwarder.set_tunnels(tunnels)
+        self._in_dataplane(self.forwarder.set_tunnels, tunnels)
+
+    def _in_dataplane(self, fn: Callable[..., object], *args: object) -> None:
+        """Run a change to the forwarder where its packet decisions run, and wait for it.
+
+        With a data-plane thread (``Engine.start``) the forwarder's cache and local prefixes
+        have that thread as their only writer (docs/architecture.md, "Data-plane thread"):
+        a change made beside a decision in flight could leave a stale cache entry behind.
+        """
+        call = getattr(self.tunnel_sender, "call", None)
+        if call is None:
+            fn(*args)
+        else:
+            call(fn, *args)
 
     def set_sites(self, sites: tuple[SiteConfig, ...]) -> None:
         """Map-Server sites changed by a config reload: carry out the announcements that follow."""
         if self.ms is not None:
-            self.execute(self.ms.set_sites(sites, self.clock()))
+            self.execute(self.ms.set_sites([site_from_config(s) for s in sites], self.clock()))
+            self._serve_ms_prefixes()
             self._reschedule()
+
+    def set_aggregates(self, prefixes: Iterable[Prefix]) -> None:
+        """``[eid].announce`` changed by a reload: the Map-Server's 15-minute negative space follows."""
+        if self.ms is not None:
+            self.ms.set_aggregates(prefixes)
+            self._serve_ms_prefixes()
+
+    def _ms_prefixes(self) -> list[Prefix]:
+        """The Map-Server answers for its aggregates and every site, registered or not (RFC 9301 §8.3)."""
+        if self.ms is None:
+            return []
+        return [*self.ms.aggregates(), *(p for site in self.ms.sites.values() for p in site.prefixes)]
+
+    def _serve_ms_prefixes(self) -> None:
+        self._in_dataplane(self.forwarder.set_served, self._ms_prefixes())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -195,6 +274,8 @@ class NodeMapping:
         self._reschedule()
 
     def stop(self) -> None:
+        if self.ms is not None and self.ms_nonces is not None:
+            self.ms_nonces.maybe_save(self.ms, self.clock(), force=True)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -242,11 +323,18 @@ class NodeMapping:
     def hook(self, tunnel: TunnelConfig, packet: bytes) -> Verdict:
         """The GRE engine's inner hook: the forwarder's decision, plus sending any ICMP it queued."""
         verdict = self._fw_hook(tunnel, packet)
-        if verdict.__class__ is Drop and not self._icmp_pending and self._loop is not None:
-            # Only a drop queues an ICMP error; send them once the engine's batch is done.
-            self._icmp_pending = True
-            self._loop.call_soon(self._flush_icmp)
+        if verdict.__class__ is Drop and not self._icmp_pending:
+            self._schedule_icmp_flush()
         return verdict
+
+    def _schedule_icmp_flush(self) -> None:
+        # Only a drop queues an ICMP error; send them once the engine's batch is done, on the
+        # loop (thread-safe: the hook runs on the GRE data-plane thread; the forwarder's queue
+        # is bounded while the loop is busy).
+        if self._loop is not None and not self._loop.is_closed():
+            self._icmp_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                self._loop.call_soon_threadsafe(self._flush_icmp)
 
     def _on_local(self, tunnel: str, packet: bytes) -> None:
         """An ALT datagram for one of our local (Map-Server) prefixes."""
@@ -265,13 +353,15 @@ class NodeMapping:
                 break
             except OSError as exc:
                 # ICMP port unreachable for an earlier send shows up here (ECONNREFUSED): not fatal.
-                log.debug("UDP %d: %s", self.port, exc)
+                self.counters["recv-error"] += 1
+                self._note_drop("recv-error", f"UDP {self.port}", exc.strerror or exc)
                 continue
             try:
                 src = IPv4Address(peer[0]) if sock.family == socket.AF_INET else \
                     IPv6Address(peer[0].split("%", 1)[0])
             except ValueError:
                 self.counters["malformed"] += 1
+                self._note_drop("malformed", peer[0], "unparsable source address")
                 continue
             self.receive(data, src, peer[1])
         self._reschedule()
@@ -281,8 +371,13 @@ class NodeMapping:
         self.counters["received"] += 1
         if not data:
             self.counters["malformed"] += 1
+            self._note_drop("malformed", src, "empty datagram")
             return
         role = role_for(data, mr=self.mr is not None, ms=self.ms is not None, etr=self.etr is not None)
+        if role == "mr" and self.etr is not None and self.etr.owns_ecm(data, src):
+            # An RFC 9301 Map-Server leaves the E bit clear (reserved there): its ECM for one of our
+            # ETR's EIDs is for the ETR, else the Map-Resolver would send it back into the ALT.
+            role = "etr"
         now = self.clock()
         actions: list[Action]
         if role == "mr" and self.mr is not None:
@@ -296,8 +391,37 @@ class NodeMapping:
             actions = self.etr.handle(data, src, sport, now)
         else:
             self.counters["no-role"] += 1
+            self._note_drop("no-role", src, f"LISP type {data[0] >> 4}, roles: {self.roles}")
             return
         self.execute(actions)
+
+    def _note_drop(self, reason: str, source: object, detail: object) -> None:
+        """Log a dropped datagram: the first per (reason, source) now, the rest in a summary line."""
+        now = self.clock()
+        if self.drop_log.note(reason, source, now):
+            log.info("dropped a datagram (%s) from %s: %s; more like it are summed up every %.0fs",
+                     reason, source, detail, DROP_LOG_INTERVAL)
+        if self._drop_flush_at is None:
+            self._drop_flush_at = now + DROP_LOG_INTERVAL
+            self._reschedule()
+
+    def _flush_drop_log(self, now: float, *, force: bool = False) -> None:
+        if self._drop_flush_at is None or (now < self._drop_flush_at and not force):
+            return
+        self._drop_flush_at = None
+        for line in self.drop_log.flush(now, force=True):
+            log.info("dropped %s", line)
+
+    def edge_counters(self) -> dict[str, int]:
+        """The UDP 4342 edge's counters, with the kernel's receive-buffer drops of its sockets.
+
+        One plain dict for status.json and the API: ``no-role``, ``malformed``, ``send-error``,
+        ``recv-error``, ``rx-buffer-overflow`` (datagrams the kernel dropped because the
+        process did not read fast enough) and the traffic counters.
+        """
+        out = dict(self.counters)
+        out[RX_BUFFER_OVERFLOW] = socket_drops(self._udp.values())
+        return out
 
     # --- carrying out the cores' actions -------------------------------------------------------
 
@@ -310,11 +434,11 @@ class NodeMapping:
             elif isinstance(action, SendIp):
                 self._send_ip(action.packet)
             elif isinstance(action, Announce):
-                self.forwarder.add_local(action.prefix)
+                self._in_dataplane(self.forwarder.add_local, action.prefix)
                 self._announce(action.prefix)
                 log.info("announcing %s (Map-Server site registered)", action.prefix)
             elif isinstance(action, Withdraw):
-                self.forwarder.remove_local(action.prefix)
+                self._in_dataplane(self.forwarder.remove_local, action.prefix)
                 self._withdraw(action.prefix)
                 log.info("withdrawing %s (no live registration)", action.prefix)
         self._flush_icmp()
@@ -328,22 +452,39 @@ class NodeMapping:
             sock.sendto(action.payload, (str(action.dst), action.dport))
         except OSError as exc:
             self.counters["send-error"] += 1
-            log.debug("UDP to %s:%d: %s", action.dst, action.dport, exc)
+            self._note_drop("send-error", action.dst, exc.strerror or exc)
             return
         self.counters["sent"] += 1
 
     def _send_alt(self, packet: bytes) -> None:
+        sender = self.tunnel_sender
+        if getattr(sender, "threaded", False):
+            # The forwarder decides on the data-plane thread only (see _in_dataplane); a full
+            # command queue loses the datagram, as a full socket buffer would.
+            if not sender.post(self._originate, packet, sender):  # type: ignore[union-attr]
+                self.counters["alt-dropped"] += 1
+            return
+        self._originate(packet, sender)
+
+    def _originate(self, packet: bytes, sender: TunnelSender | None) -> None:
+        # ``sender`` as it was when the datagram was queued: ``stop`` may have cleared ours since.
         verdict = self.forwarder.originate(packet)
         if isinstance(verdict, Forward):
-            if self.tunnel_sender is None:
+            if sender is None:
                 self.counters["alt-dropped"] += 1
                 return
             self.counters["alt-sent"] += 1
-            self.tunnel_sender.send(verdict.tunnel, verdict.packet)
+            sender.send(verdict.tunnel, verdict.packet)
         elif isinstance(verdict, Local):
-            verdict.callback("", packet)
+            to_loop = getattr(sender, "to_loop", None)
+            if to_loop is None:
+                verdict.callback("", packet)
+            elif not to_loop(verdict.callback, "", packet):
+                self.counters["alt-dropped"] += 1
         else:
             self.counters["alt-dropped"] += 1
+            if not self._icmp_pending:
+                self._schedule_icmp_flush()
 
     def _flush_icmp(self) -> None:
         self._icmp_pending = False
@@ -381,10 +522,17 @@ class NodeMapping:
 
     def next_deadline(self) -> float | None:
         deadlines = []
-        if self.ms is not None and (expiry := self.ms.next_expiry()) is not None:
-            deadlines.append(expiry)
+        if self.ms is not None:
+            if (expiry := self.ms.next_deadline()) is not None:
+                deadlines.append(expiry)
+            if self.ms_nonces is not None and (save := self.ms_nonces.due(self.ms, self.clock())) is not None:
+                deadlines.append(save)
         if self.etr is not None:
             deadlines.append(self.etr.next_deadline())
+        if self.mr is not None and (summary := self.mr.next_deadline()) is not None:
+            deadlines.append(summary)
+        if self._drop_flush_at is not None:
+            deadlines.append(self._drop_flush_at)
         return min(deadlines, default=None)
 
     def tick(self) -> None:
@@ -392,8 +540,15 @@ class NodeMapping:
         actions: list[Action] = []
         if self.ms is not None:
             actions += self.ms.tick(now)
+            if self.ms_nonces is not None:
+                self.ms_nonces.maybe_save(self.ms, now)
         if self.etr is not None:
             actions += self.etr.tick(now)
+            if self.nonce_store is not None:
+                self.nonce_store.save(self.etr.last_nonce)
+        if self.mr is not None:
+            actions += self.mr.tick(now)
+        self._flush_drop_log(now)
         self.execute(actions)
 
     def _reschedule(self) -> None:
@@ -424,17 +579,25 @@ class NodeMapping:
         if self.ms is None:
             return []
         now = self.clock()
-        return [
-            {"site": r.site, "prefix": str(r.prefix), "etr": str(r.source), "port": r.source_port,
-             "proxy_reply": r.proxy_reply, "xtr_id": r.xtr_id, "expires_in": round(r.expires - now, 1),
-             "locators": [str(loc.address) for loc in r.record.locators]}
-            for r in self.ms.registrations()
-        ]
+        return [_registration_json(r, now) for r in self.ms.registrations()]
+
+    def registrations_page(
+        self, after: str | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of registrations and the cursor of the next (``MapServer.registrations_page``).
+
+        Raises ValueError for a cursor the Map-Server did not make.
+        """
+        if self.ms is None:
+            return [], None
+        now = self.clock()
+        items, cursor = self.ms.registrations_page(after, limit)
+        return [_registration_json(r, now) for r in items], cursor
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "roles": self.roles,
-            "edge": dict(self.counters),
+            "edge": self.edge_counters(),
             "forwarder": self.forwarder.stats(),
             "local_prefixes": [str(p) for p in self.forwarder.local_prefixes()],
         }
@@ -442,7 +605,26 @@ class NodeMapping:
             out["map_resolver"] = dict(self.mr.counters)
         if self.ms is not None:
             out["map_server"] = dict(self.ms.counters)
-            out["registrations"] = self.registrations()
+            # A count, not the list: the status never grows with the table (the list is paged).
+            out["registrations"] = len(self.ms)
+            out["map_server_state"] = self.ms.stats()
         if self.etr is not None:
             out["etr"] = dict(self.etr.counters)
         return out
+
+
+def site_from_config(site: SiteConfig) -> Site:
+    """The Map-Server core's own site type from a ``[[map_server.sites]]`` entry."""
+    return Site(
+        site.name, site.key, ALGORITHMS[site.algorithm], site.eid_prefixes, site.accept_more_specifics,
+        site.always_announce, notify_to=site.notify_to, replay=site.replay,
+    )
+
+
+def _registration_json(r: Registration, now: float) -> dict[str, Any]:
+    return {
+        "site": r.site, "prefix": str(r.prefix), "etr": str(r.source), "port": r.source_port,
+        "proxy_reply": r.proxy_reply, "xtr_id": r.xtr_id, "expires_in": round(r.expires - now, 1),
+        "locators": [str(loc.address) for loc in r.record.locators],
+        "requests_to": None if r.etr_address is None else str(r.etr_address),
+    }

@@ -1,11 +1,17 @@
 """The monitoring API's window onto a running ``Node`` (``alt_router.api.view.NodeView``).
 
 Reads the node's state directly: every call comes from the daemon's event loop.
+
+Counters are exported generically: each component's flat ``Counter`` is reshaped by
+``shape_counters`` (``"a:b"`` names become ``{"a": {"b": n}}``, drop names go under
+``"dropped"``), so a counter a component adds later shows up in ``/v1/counters`` and
+``/metrics`` without a change here.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from alt_router import __version__
@@ -15,6 +21,104 @@ from alt_router.rib import EventStream, Rib
 
 if TYPE_CHECKING:
     from alt_router.node.daemon import Node
+
+# Counter names that count something dropped, refused or lost, by component (the names are the
+# components' own).  Anything else that looks like a drop (see ``is_drop``) is one too.
+DROPS: Mapping[str, frozenset[str]] = {
+    "edge": frozenset({"no-role", "malformed", "send-error", "recv-error", "rx-buffer-overflow",
+                       "alt-dropped", "icmp-send-error"}),
+    "forwarder": frozenset({"no-tunnel", "malformed", "not-alt", "no-route", "loop", "ttl-expired",
+                            "no-local-handler", "icmp-suppressed"}),
+    "map_server": frozenset({"malformed", "unexpected", "dropped:probe", "unsupported-eid", "no-itr-rloc",
+                             "no-etr-rloc", "too-big", "no-site", "nonce-evicted", "dropped-on-reload"}),
+    "map_resolver": frozenset({"malformed", "unexpected", "too-big", "unsupported-eid", "no-itr-rloc",
+                               "not-map-request", "not-ecm", "family-mismatch", "ttl-expired"}),
+    "etr": frozenset({"malformed", "unexpected", "map-notify-bad-auth", "map-notify-unknown-nonce"}),
+    "node": frozenset({"bridge-malformed", "bridge-unknown", "command-errors", "unknown-neighbor"}),
+    "exabgp_api": frozenset({"malformed", "nlri-skipped"}),
+}
+_DROP_SUFFIXES = ("-dropped", "-drops", "-error", "-errors", "-overflow", "-refused", "-suppressed")
+_DROP_PREFIXES = ("dropped", "refused", "no-", "not-")
+# Counters that only pace logging: not events an operator needs as metrics.
+_SKIP_SUFFIX = "-logged"
+
+
+def is_drop(component: str, name: str) -> bool:
+    return (name in DROPS.get(component, ()) or name.endswith(_DROP_SUFFIXES)
+            or name.startswith(_DROP_PREFIXES))
+
+
+def shape_counters(component: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: n}`` -> ``{name: n, family: {label: n}, "dropped": {reason: n}}``.
+
+    ``"refused:over-site-cap"`` becomes ``{"refused": {"over-site-cap": n}}``; a drop name
+    becomes ``{"dropped": {name: n}}`` (``"x-dropped"`` as reason ``x``).  A plain ``"x"`` next to
+    ``"x:..."`` names keeps its name, and the labelled ones become ``"x-by-reason"`` (one metric
+    family per name, and the labelled ones need not add up to the plain one).  Values that are
+    not integers (gauges, nested stats) are left out: everything here is a monotonic count.
+    """
+    plain: dict[str, int] = {}
+    labelled: dict[str, dict[str, int]] = {}
+    for name, value in flat.items():
+        if not isinstance(value, int) or isinstance(value, bool) or name.endswith(_SKIP_SUFFIX):
+            continue
+        family, sep, label = name.partition(":")
+        if sep:
+            labelled.setdefault(family, {})[label] = value
+        elif is_drop(component, name):
+            reason = name.removesuffix("-dropped") if name.endswith("-dropped") else name
+            labelled.setdefault("dropped", {})[reason] = labelled.get("dropped", {}).get(reason, 0) + value
+        else:
+            plain[name] = value
+    out: dict[str, Any] = dict(sorted(plain.items()))
+    for family, values in sorted(labelled.items()):
+        out[f"{family}-by-reason" if family in out else family] = dict(sorted(values.items()))
+    return out
+
+
+def gre_counters(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The GRE engine's own counters (per-tunnel ones are in ``tunnels()``): packets no tunnel
+    matched, kernel receive-buffer overflows on its sockets, and its queues' drops."""
+    dropped: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    unmatched = stats.get("unmatched")
+    if isinstance(unmatched, Mapping):
+        for key in ("rx_packets", "rx_bytes"):
+            if isinstance(unmatched.get(key), int):
+                out[f"unmatched_{key}"] = unmatched[key]
+        for reason, n in (unmatched.get("drops") or {}).items():
+            if isinstance(n, int):
+                dropped[str(reason)] = dropped.get(str(reason), 0) + n
+    sockets = stats.get("sockets")
+    if isinstance(sockets, Mapping):
+        for name, n in sockets.items():
+            if isinstance(n, int) and not isinstance(n, bool):
+                dropped[str(name)] = n
+    for queue in ("command_queue", "handoff"):
+        q = stats.get(queue)
+        if isinstance(q, Mapping):
+            if isinstance(q.get("dropped"), int):
+                dropped[f"{queue.replace('_', '-')}-full"] = q["dropped"]
+            if isinstance(q.get("errors"), int):
+                out[f"{queue}_errors"] = q["errors"]
+            if isinstance(q.get("queued"), int):
+                out[f"{queue}_queued"] = q["queued"]
+    out["dropped"] = dict(sorted(dropped.items()))
+    return out
+
+
+def registration_dict(reg: Any, now: float) -> JsonDict:
+    return {
+        "site": reg.site,
+        "eid_prefix": str(reg.prefix),
+        "rlocs": [str(loc.address) for loc in reg.record.locators],
+        "etr": str(reg.source),
+        "port": reg.source_port,
+        "xtr_id": reg.xtr_id,
+        "registered_at": reg.registered_at,
+        "expires_in": round(reg.expires - now, 1),
+        "proxy_reply": reg.proxy_reply,
+    }
 
 
 class DaemonView:
@@ -41,7 +145,7 @@ class DaemonView:
     def status(self) -> JsonDict:
         cfg = self.node.config.node
         now = self.clock()
-        return {
+        out: JsonDict = {
             "node": cfg.name,
             "asn": cfg.asn,
             "router_id": str(cfg.router_id),
@@ -49,7 +153,13 @@ class DaemonView:
             "started_at": self.started_at,
             "uptime": now - self.started_at,
             "roles": self._roles(),
+            # Totals only: the status never grows with the table (the lists are paged endpoints).
+            "routes": len(self.rib),
         }
+        ms = self.node.mapping.ms if self.node.mapping is not None else None
+        if ms is not None:
+            out["registrations"] = len(ms)
+        return out
 
     def peers(self) -> list[JsonDict]:
         out = peer_dicts(self.rib, self.clock())
@@ -65,12 +175,17 @@ class DaemonView:
 
         return {tunnel_name(p, i): p.name for i, p in enumerate(self.node.config.peers)}
 
+    def _gre_stats(self) -> dict[str, Any]:
+        tunnels = self.node.tunnels
+        if tunnels is None:
+            return {}
+        raw = tunnels.stats()
+        return raw if isinstance(raw, dict) else {}
+
     def tunnels(self) -> list[JsonDict]:
         tunnels = self.node.tunnels
-        stats: dict[str, Any] = {}
-        if tunnels is not None:
-            raw = tunnels.stats().get("tunnels", {})
-            stats = raw if isinstance(raw, dict) else {}
+        raw = self._gre_stats().get("tunnels", {})
+        stats: dict[str, Any] = raw if isinstance(raw, dict) else {}
         out: list[JsonDict] = []
         names = self._tunnel_names()
         for name, peer_name in names.items():
@@ -95,34 +210,48 @@ class DaemonView:
             found["tunnel"] = by_peer.get(found["next_hop_peer"])
         return found
 
-    def registrations(self) -> list[JsonDict]:
-        if self.node.mapping is None:
-            return []
-        out: list[JsonDict] = []
-        for reg in self.node.mapping.registrations():
-            out.append(
-                {
-                    "site": reg.get("site"),
-                    "eid_prefix": reg.get("prefix"),
-                    "rlocs": reg.get("locators", []),
-                    "etr": reg.get("etr"),
-                    "expires_in": reg.get("expires_in"),
-                    "proxy_reply": reg.get("proxy_reply"),
-                }
-            )
-        return out
+    def registrations(self, cursor: str | None, limit: int) -> tuple[list[JsonDict], str | None]:
+        mapping = self.node.mapping
+        if mapping is None or mapping.ms is None:
+            if cursor is not None:
+                raise ValueError("this node has no registrations to page through")
+            return [], None
+        regs, next_cursor = mapping.ms.registrations_page(cursor, limit)
+        now = mapping.clock()
+        return [registration_dict(r, now) for r in regs], next_cursor
+
+    def registration_totals(self) -> dict[str, int]:
+        mapping = self.node.mapping
+        ms = mapping.ms if mapping is not None else None
+        if ms is None:
+            return {}
+        per_site = getattr(ms, "site_counts", None)
+        if callable(per_site):
+            return {str(k): int(v) for k, v in per_site().items()}
+        counts = getattr(ms, "_site_count", None)
+        if isinstance(counts, Mapping):
+            return {str(k): int(v) for k, v in counts.items() if v}
+        return {"": len(ms)}
 
     def counters(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {
-            "node": dict(self.node.core.counters),
-            "exabgp_api": dict(self.node.core.reader.counters),
-        }
-        if self.node.mapping is not None:
-            status = self.node.mapping.status()
-            for component in ("map_resolver", "map_server", "etr", "forwarder"):
-                value = status.get(component)
-                if isinstance(value, dict):
-                    out[component] = {k: v for k, v in value.items() if isinstance(v, int | dict)}
+        out: dict[str, dict[str, Any]] = {}
+        sources: list[tuple[str, Callable[[], Mapping[str, Any]]]] = [
+            ("node", lambda: self.node.core.counters),
+            ("exabgp_api", lambda: self.node.core.reader.counters),
+            ("rib", lambda: self.rib.stats),
+        ]
+        mapping = self.node.mapping
+        if mapping is not None:
+            sources.append(("edge", mapping.edge_counters))
+            sources.append(("forwarder", lambda: _forwarder_counters(mapping.forwarder.stats())))
+            for component, core in (("map_resolver", mapping.mr), ("map_server", mapping.ms),
+                                    ("etr", mapping.etr)):
+                if core is not None:
+                    sources.append((component, _counter_source(core)))
+        for component, read in sources:
+            out[component] = shape_counters(component, read())
+        if self.node.tunnels is not None:
+            out["gre"] = gre_counters(self._gre_stats())
         return out
 
     def _check(self, prefix: str) -> None:
@@ -139,3 +268,15 @@ class DaemonView:
     def withdraw(self, prefix: str) -> bool:
         as_prefix(prefix)
         return self.node.withdraw(prefix)
+
+
+def _counter_source(core: Any) -> Callable[[], Mapping[str, Any]]:
+    def read() -> Mapping[str, Any]:
+        counters = getattr(core, "counters", {})
+        return counters if isinstance(counters, Mapping) else {}
+    return read
+
+
+def _forwarder_counters(stats: Mapping[str, Any]) -> Mapping[str, Any]:
+    counters = stats.get("counters")
+    return counters if isinstance(counters, Mapping) else {}

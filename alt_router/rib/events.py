@@ -122,8 +122,10 @@ class EventStream:
                 # One broken subscriber (a closed API client) must not stop the RIB or the others.
                 self.subscriber_errors += 1
 
-    def since(self, seq: int) -> list[Record]:
-        """Every record with a sequence number greater than ``seq``; StreamGap if some are gone."""
+    def since(self, seq: int, limit: int | None = None) -> list[Record]:
+        """Every record with a sequence number greater than ``seq`` (at most ``limit`` of them, oldest
+        first); StreamGap if some are gone.  ``limit`` lets a replay walk the history in batches
+        instead of holding a Record per kept event per client."""
         if seq >= self.last_seq:
             return []
         oldest = self.oldest_seq
@@ -131,7 +133,8 @@ class EventStream:
             raise StreamGap(seq, oldest)
         start = max(0, seq + 1 - oldest)
         history = self._history
-        return [Record(oldest + i, history[i]) for i in range(start, len(history))]
+        end = len(history) if limit is None else min(len(history), start + max(0, limit))
+        return [Record(oldest + i, history[i]) for i in range(start, end)]
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback`` for every future record; returns the function that unsubscribes."""

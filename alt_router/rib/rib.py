@@ -272,6 +272,11 @@ class Rib:
         yield from self._loc.v4.values()
         yield from self._loc.v6.values()
 
+    def routes_after(self, after: str | None, limit: int) -> list[Path]:
+        """A page of the Loc-RIB: up to ``limit`` best paths after prefix ``after`` (canonical text;
+        None: from the start), IPv4 then IPv6, each in address order (see ``LpmTable.items_after``)."""
+        return [path for _, path in self._loc.items_after(after, limit)]
+
     def __len__(self) -> int:
         return len(self._loc)
 

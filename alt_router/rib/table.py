@@ -15,6 +15,7 @@ else.  IPv6 tables always use the tree.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Generic, TypeVar
@@ -27,6 +28,13 @@ IPAddress = IPv4Address | IPv6Address
 Prefix = IPv4Network | IPv6Network
 
 V = TypeVar("V")
+
+# LpmTable.items_after: blocks shorter than this are split rather than listed whole (an IPv4 /16
+# holds at most 256 /24s, an IPv6 /48 a site's prefixes), for at most _PAGE_PROBES blocks a page.
+_PAGE_SPLIT = {4: 16, 6: 48}
+_PAGE_PROBES = 2048
+# ... unless the table is this small: then any block costs little to list.
+_PAGE_SMALL = 20_000
 
 
 class TableError(ValueError):
@@ -225,6 +233,71 @@ class LpmTable(Generic[V]):
         for key in list(tree):
             yield tree[key]
 
+    def items_after(self, after: str | None, limit: int) -> list[tuple[str, V]]:
+        """Up to ``limit`` (key, value) pairs that follow ``after`` in address order (a prefix before
+        its more-specifics), for paging: ``after`` is canonical prefix text of this family, present
+        in the table or not; None starts at the beginning.
+
+        Without a successor call in pytricia, skipping to ``after`` by iteration costs a step per
+        entry before it (0.7 s at 1M).  Instead the space after ``after`` is cut into aligned blocks
+        (its two halves, then the right sibling of it and of each ancestor, nearest first), and the
+        blocks are visited in order: one shorter than ``_PAGE_SPLIT`` is split into its halves
+        (depth first), a longer one is listed with ``children``.  Splitting keeps one dense block
+        from being listed whole for a page that needs a few entries of it; it stops after
+        ``_PAGE_PROBES`` blocks, because only a sparse region takes that many, and a sparse block
+        is cheap to list.
+        """
+        out: list[tuple[str, V]] = []
+        if limit <= 0:
+            return out
+        tree = self._tree
+        if after is None:
+            for key in tree:
+                out.append((key, tree[key]))
+                if len(out) >= limit:
+                    break
+            return out
+        net = as_prefix(after)
+        if net.version != self.version:
+            raise TableError(f"{net} is not an IPv{self.version} prefix")
+        bits, addr, plen = net.max_prefixlen, int(net.network_address), net.prefixlen
+        blocks: list[tuple[int, int]] = []
+        if plen < bits:
+            blocks += [(addr, plen + 1), (addr | 1 << (bits - plen - 1), plen + 1)]
+        for length in range(plen, 0, -1):
+            bit = 1 << (bits - length)
+            if not addr & bit:
+                blocks.append((addr >> (bits - length + 1) << (bits - length + 1) | bit, length))
+        family, size = (socket.AF_INET, 4) if self.version == 4 else (socket.AF_INET6, 16)
+        # A small table is listed by whole blocks: at most its size in entries per page.
+        split = _PAGE_SPLIT[self.version] if self._size > _PAGE_SMALL else 0
+        probes = 0
+        stack = blocks[::-1]  # the next block to visit on top
+        while stack and len(out) < limit:
+            start, length = stack.pop()
+            # inet_ntop, not ip_network: this runs up to _PAGE_PROBES times a page.
+            key = f"{socket.inet_ntop(family, start.to_bytes(size, 'big'))}/{length}"
+            probes += 1
+            if length < split and probes < _PAGE_PROBES:
+                if tree.has_key(key):
+                    out.append((key, tree[key]))
+                half = 1 << (bits - length - 1)
+                stack += [(start | half, length + 1), (start, length + 1)]
+                continue
+            if tree.has_key(key):
+                out.append((key, tree[key]))
+                children = tree.children(key)
+            else:
+                # children() needs a present key: a placeholder in the tree only (never the FIB).
+                tree[key] = None
+                try:
+                    children = tree.children(key)
+                finally:
+                    del tree[key]
+            # children() answers in address order, like iteration.
+            out.extend((k, tree[k]) for k in children[: limit - len(out)])
+        return out[:limit]
+
 
 class DualTable(Generic[V]):
     """An IPv4 and an IPv6 LpmTable behind one interface that dispatches on the address family."""
@@ -293,3 +366,12 @@ class DualTable(Generic[V]):
     def __iter__(self) -> Iterator[tuple[Prefix, V]]:
         yield from self.v4
         yield from self.v6
+
+    def items_after(self, after: str | None, limit: int) -> list[tuple[str, V]]:
+        """``LpmTable.items_after`` over both families: IPv4 first, then IPv6."""
+        if after is not None and ":" in after:
+            return self.v6.items_after(after, limit)
+        out = self.v4.items_after(after, limit)
+        if len(out) < limit:
+            out += self.v6.items_after(None, limit - len(out))
+        return out

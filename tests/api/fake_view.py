@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -28,6 +29,17 @@ class FakeNodeView:
             "rx_packets": 10, "rx_bytes": 1000, "tx_packets": 7, "tx_bytes": 700, "drops": {"wrong-key": 2},
         }
         self.extra_counters: dict[str, dict[str, Any]] = {}
+        self.regs: list[JsonDict] = [
+            {"site": "acme", "eid_prefix": "153.16.1.0/24", "rlocs": ["192.0.2.50"], "etr": "192.0.2.50",
+             "registered_at": 990.0, "expires_in": 170, "proxy_reply": False}]
+
+    def register(self, n: int, site: str = "bulk") -> None:
+        """n more registrations of /32s in 153.18.0.0/16 from distinct ETRs."""
+        base = len(self.regs)
+        for i in range(base, base + n):
+            self.regs.append({"site": site, "eid_prefix": f"153.18.{i // 256 % 256}.{i % 256}/32",
+                              "rlocs": [f"192.0.2.{i % 250}"], "etr": f"198.18.{i // 256 % 256}.{i % 256}",
+                              "registered_at": 990.0, "expires_in": 170, "proxy_reply": False})
 
     # --- driving it --------------------------------------------------------------
 
@@ -66,9 +78,29 @@ class FakeNodeView:
             found["tunnel"] = f"gre-{found['next_hop_peer']}"
         return found
 
-    def registrations(self) -> list[JsonDict]:
-        return [{"site": "acme", "eid_prefix": "153.16.1.0/24", "rlocs": ["192.0.2.50"], "etr": "192.0.2.50",
-                 "registered_at": 990.0, "expires_in": 170, "proxy_reply": False}]
+    @staticmethod
+    def _reg_key(reg: JsonDict) -> list[str]:
+        return [reg["site"], reg["eid_prefix"], reg["etr"]]
+
+    def registrations(self, cursor: str | None, limit: int) -> tuple[list[JsonDict], str | None]:
+        ordered = sorted(self.regs, key=self._reg_key)
+        if cursor is not None:
+            try:
+                after = json.loads(cursor)
+            except ValueError:
+                raise ValueError(f"bad cursor {cursor!r}") from None
+            if not isinstance(after, list):
+                raise ValueError(f"bad cursor {cursor!r}")
+            ordered = [r for r in ordered if self._reg_key(r) > after]
+        page = ordered[:limit]
+        more = len(ordered) > limit
+        return page, (json.dumps(self._reg_key(page[-1])) if more else None)
+
+    def registration_totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for reg in self.regs:
+            totals[reg["site"]] = totals.get(reg["site"], 0) + 1
+        return totals
 
     def counters(self) -> dict[str, dict[str, Any]]:
         return {

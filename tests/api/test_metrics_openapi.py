@@ -35,7 +35,7 @@ def test_metrics_expose_peers_routes_drops_tunnels_and_mapping_counters(live: Li
     assert m[("alt_router_rib_routes", ())] == 4
     assert m[("alt_router_rib_events_total", ())] == live.view.events.last_seq
     assert m[("alt_router_tunnel_rx_packets_total", (("mode", "userspace"), ("tunnel", "gre-b")))] == 10
-    assert m[("alt_router_tunnel_drops_total",
+    assert m[("alt_router_tunnel_dropped_total",
               (("mode", "userspace"), ("reason", "wrong-key"), ("tunnel", "gre-b")))] == 2
     assert m[("alt_router_map_server_registers_refused_total", (("reason", "unknown-site"),))] == 2
     assert m[("alt_router_map_resolver_requests_total", ())] == 3
@@ -58,7 +58,7 @@ def test_a_broken_section_or_clashing_name_does_not_spoil_the_scrape(live: LiveS
     def broken() -> list[dict[str, Any]]:
         raise RuntimeError("map-server not started")
 
-    live.view.registrations = broken  # type: ignore[method-assign]
+    live.view.registration_totals = broken  # type: ignore[assignment]
     live.view.extra_counters = {"rib_routes": {"": 7}, "weird": {"x": "not a number", "y": None}}
     m = scrape(live)
     assert m[("alt_router_rib_routes", ())] == 0  # the built-in gauge, not the clashing counter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import urllib.request
@@ -228,3 +229,125 @@ def test_stop_ends_open_streams(live: LiveServer) -> None:
     wait_for(lambda: live.server.hub.stats()["clients"] == 1, what="the client to subscribe")
     live.run(live.server.stop(), timeout=5)
     assert list(stream) == []
+
+
+# --- cheap under load: one encoding per event, a cap on clients, bounded per-client memory -------
+
+
+def raw_stream(live: LiveServer, rcvbuf: int = 4096) -> socket.socket:
+    """A client that asks for the stream and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", live.server.port))
+    sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: test\r\n\r\n")
+    return sock
+
+
+def write_buffers(live: LiveServer) -> list[int]:
+    """Bytes aiohttp holds for each open connection (its transport's write buffer)."""
+    def read() -> list[int]:
+        return [g._transport.get_write_buffer_size() for g in live.server.guard.live.values()
+                if g._transport is not None]
+    return live.call(read)
+
+
+def test_two_hundred_clients_that_never_read_are_dropped_and_cost_bounded_memory(
+        make_live: Callable[..., LiveServer]) -> None:
+    queue_size = 100
+    live = make_live(queue_size=queue_size, max_stream_clients=250, max_connections=300)
+    live.call(live.view.up, "b")
+    hub = live.server.hub
+    slow = [raw_stream(live) for _ in range(200)]
+    received: list[int] = []
+    fast_error: list[BaseException] = []
+
+    def fast() -> None:
+        try:
+            for event in ApiClient(live.url).stream(since=1, read_timeout=READ_TIMEOUT):
+                received.append(int(event.id or -1))
+                if event.event != "route":
+                    return
+        except BaseException as exc:
+            fast_error.append(exc)
+
+    thread = threading.Thread(target=fast, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: hub.stats()["clients"] == 201, timeout=60, what="every client to subscribe")
+        encoded_before = hub.encoded
+        published = 0
+        most_buffered = 0
+        def caught_up(n: int) -> None:
+            wait_for(lambda: len(received) >= n or bool(fast_error), timeout=30, what="the fast client")
+
+        while published < 1500:
+            flap(live, 50)
+            published += 50
+            caught_up(published)
+            most_buffered = max(most_buffered, *write_buffers(live))
+        # Encoded once per event, not once per client (201 clients here).
+        assert hub.encoded - encoded_before == published
+        # What a client can pin: its queue of references to shared frames, plus what is buffered
+        # before the pump waits for the socket (16 KiB high-water mark + one 16 KiB chunk).
+        assert hub.max_depth <= queue_size
+        assert most_buffered <= 32 * 1024 + 1024
+        wait_for(lambda: hub.dropped == 200, what="every slow client to be dropped")
+        wait_for(lambda: hub.stats()["clients"] == 1, what="the slow clients to be released")
+        assert all(s.depth == 0 for s in hub.sessions)
+        wait_for(lambda: len(live.server.guard.live) == 1, what="the slow connections to be closed")
+        flap(live, 10)
+        published += 10
+        caught_up(published)
+        assert not fast_error
+        assert received == list(range(2, published + 2))  # the one that reads missed nothing
+        _, counters = live.json("GET", "/v1/counters")
+        assert counters["api"]["stream"]["dropped"] == 200
+    finally:
+        for sock in slow:
+            sock.close()
+        live.run(live.server.stop())
+        thread.join(10)
+
+
+def test_a_client_over_the_cap_gets_503_and_is_counted(make_live: Callable[..., LiveServer]) -> None:
+    live = make_live(max_stream_clients=2, heartbeat=0.05)
+    first, second = open_stream(live), open_stream(live)
+    wait_for(lambda: live.server.hub.stats()["clients"] == 2, what="two clients")
+    status, headers, raw = live.request("GET", "/v1/stream")
+    body = json.loads(raw)
+    assert status == 503 and body["error"] == "too many stream clients"
+    assert "2 stream clients" in body["detail"]
+    assert headers["Retry-After"]
+    assert live.server.hub.stats()["refused"] == 1
+    first.close()
+    wait_for(lambda: live.server.hub.stats()["clients"] == 1, what="a slot to free up")
+    third = open_stream(live)
+    wait_for(lambda: live.server.hub.stats()["clients"] == 2, what="the third client")
+    second.close()
+    third.close()
+
+
+def test_nobody_listening_costs_no_encoding(make_live: Callable[..., LiveServer]) -> None:
+    live = make_live(heartbeat=0.05)
+    live.call(live.view.up, "b")
+    flap(live, 20)
+    assert live.server.hub.encoded == 0
+    stream = open_stream(live)
+    wait_for(lambda: live.server.hub.stats()["clients"] == 1, what="the client")
+    flap(live, 3)
+    assert ids(take(stream, 3)) == [22, 23, 24]
+    assert live.server.hub.encoded == 3
+    stream.close()
+    wait_for(lambda: live.server.hub.stats()["clients"] == 0, what="the client to leave")
+    flap(live, 5)
+    assert live.server.hub.encoded == 3
+
+
+def test_a_long_resume_is_replayed_in_order_without_loss(make_live: Callable[..., LiveServer]) -> None:
+    live = make_live(history=5000)
+    live.call(live.view.up, "b")
+    flap(live, 1999)  # seq 1..2000: many replay steps
+    stream = open_stream(live, "?since=0")
+    flap(live, 5)  # live events while the replay is under way
+    assert ids(take(stream, 2005)) == list(range(1, 2006))
+    stream.close()

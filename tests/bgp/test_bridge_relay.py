@@ -6,12 +6,14 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alt_router.bgp.bridge import REPLAYED, Hello, LineSplitter, SessionMemory
+from alt_router.bgp.bridge import REPLAYED, Hello, LineBuffer, LineSplitter, SessionMemory
 
 
 def test_splitter_joins_partial_lines_and_keeps_runs_of_complete_ones() -> None:
@@ -82,4 +84,89 @@ def test_standalone_bridge_relays_chunks_both_ways(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        server.close()
+
+
+def test_buffer_is_bounded_in_bytes_too_and_takes_runs_of_lines() -> None:
+    buf = LineBuffer(capacity=100, max_bytes=10)
+    for line in (b"aaaa\n", b"bbbb\n", b"cccc\n"):
+        buf.push(line)
+    assert buf.size == 10 and buf.dropped == 1  # the oldest went to stay within 10 bytes
+    buf.push(b"x" * 50 + b"\n")  # one line over the bound alone is kept (the splitter caps lines)
+    assert len(buf) == 1 and buf.dropped == 3
+    buf = LineBuffer(capacity=100, max_bytes=1000)
+    for i in range(6):
+        buf.push(f"{i}{i}{i}\n".encode())
+    assert buf.take(9) == [b"000\n", b"111\n"] and buf.size == 16
+    assert buf.take(1) == [b"222\n"]  # at least one line, whatever the limit
+    assert buf.drain() == [b"333\n", b"444\n", b"555\n"] and buf.size == 0
+    with pytest.raises(ValueError):
+        LineBuffer(capacity=1, max_bytes=0)
+
+
+def _lines_until_eof_or(conn: socket.socket, marker: bytes) -> list[bytes]:
+    lines = []
+    with conn.makefile("rb") as reader:
+        for line in reader:
+            lines.append(line)
+            if line == marker:
+                break
+    return lines
+
+
+def test_bridge_never_stops_reading_exabgp_while_the_daemon_does_not_read(tmp_path: Path) -> None:
+    """ExaBGP's writes to its API process block its whole reactor (keepalives included): the bridge
+    must keep reading whatever the daemon does, and drop (counted) rather than wait.  Issue 11."""
+    sock_path = tmp_path / "b.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(8)
+    server.settimeout(20)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alt_router.bgp.bridge", "--socket", str(sock_path), "--buffer", "200",
+         "--buffer-bytes", "100000", "--write-high", "65536"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stalled = []
+    try:
+        stalled.append(server.accept()[0])  # a daemon that accepts and then never reads
+        line = b"u" * 499 + b"\n"
+        written = threading.Event()
+
+        def exabgp() -> None:
+            assert proc.stdin is not None
+            for _ in range(20):  # 10 MB: far more than every buffer on the way holds
+                proc.stdin.write(line * 1000)
+                proc.stdin.flush()
+            written.set()
+
+        writer = threading.Thread(target=exabgp, daemon=True)
+        writer.start()
+        assert written.wait(60), "the bridge stopped reading ExaBGP while the daemon did not read"
+        marker = b"marker\n"
+        proc.stdin.write(marker)
+        proc.stdin.flush()
+        # The bridge gave up on the stalled connection (and maybe on more, while we were not
+        # reading them either); the connection that carries the marker says lines were dropped.
+        while True:
+            conn, _ = server.accept()
+            conn.settimeout(20)
+            lines = _lines_until_eof_or(conn, marker)
+            conn.close()
+            if lines and lines[-1] == marker:
+                break
+        hello = Hello.parse(lines[0].decode().strip())
+        assert hello.dropped > 0
+        assert lines[1] == REPLAYED.encode() + b"\n"
+        assert set(lines[2:-1]) <= {line}
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert b"not keeping up" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for conn in stalled:
+            conn.close()
         server.close()

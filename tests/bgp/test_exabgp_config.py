@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from ipaddress import ip_address
@@ -16,6 +17,7 @@ from alt_router.bgp.exabgp_config import (
     next_hop_for,
     render_exabgp_config,
 )
+from alt_router.bgp.supervisor import exabgp_env
 from alt_router.node.config import NodeConfig, load_config, parse_config
 from tests.conftest import require_tool
 
@@ -130,3 +132,28 @@ def test_exabgp_keeps_no_adj_rib_in_of_its_own() -> None:
     # The daemon's RIB is the Adj-RIB-In; ExaBGP's default copy doubled the memory of a full table.
     text = render_exabgp_config(node_a(), RUN)
     assert text.count("    adj-rib-in false;\n") == len(node_a().peers)
+
+
+def _exabgp_log_settings(exabgp: str, env: dict[str, str]) -> dict[str, str]:
+    """The [exabgp.log] section ExaBGP itself reports for ``env`` (``exabgp env``)."""
+    proc = subprocess.run([exabgp, "env"], check=False, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("[exabgp.log]", 1)[1].split("\n\n", 1)[0]
+    return {k.strip(): v.strip().strip("'") for k, _, v in
+            (line.partition("=") for line in section.splitlines() if "=" in line)}
+
+
+def test_exabgp_logs_no_per_update_lines(tmp_path: Path) -> None:
+    """ExaBGP's own log stays bounded: no line per route, message, packet or parsed attribute."""
+    env = exabgp_env(tmp_path, "a")
+    assert env["exabgp.log.level"] == "WARNING"
+    for category in ("all", "packets", "message", "routes", "rib", "parser", "timers", "statistics"):
+        assert env[f"exabgp.log.{category}"] == "false"
+    assert env["exabgp.log.destination"] == str(tmp_path / "exabgp.log")
+    # And ExaBGP 5.0 reads them as meant (a misspelt option would be ignored silently).
+    settings = _exabgp_log_settings(require_tool("exabgp"), env)
+    assert settings["level"] == "WARNING"
+    for category in ("all", "packets", "message", "routes", "rib", "parser", "timers", "statistics"):
+        assert settings[category] == "false", category
+    assert settings["destination"] == str(tmp_path / "exabgp.log")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
@@ -20,6 +23,7 @@ from alt_router.gre.dataplane import (
     Verdict,
     WriteTun,
 )
+from alt_router.gre.userspace import LOCAL_QUEUE_FULL, Engine, Handoff
 from alt_router.inet import PROTO_GRE, PROTO_UDP, ipv4_header, parse_ip, udp_packet
 
 A4, B4, C4 = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2"), IPv4Address("192.0.2.3")
@@ -250,3 +254,142 @@ def test_fast_and_slow_header_paths_agree() -> None:
     assert only(b.receive(B4, A4, wire)) == WriteTun("t", INNER4)
     assert only(b.receive(B4, A4, wire[:1] + b"\x00" + wire[2:])) == WriteTun("t", INNER4)
     assert b.counters["t"].rx_packets == 2
+
+
+# --- the data-plane thread: hand-off to the event loop, command queue ---------------------------
+# (docs/architecture.md, "Data-plane thread": BGP rides the tunnels, so the thread serving them
+# must never wait for the control plane's event loop.)
+
+
+def test_handoff_refuses_and_counts_when_full_and_wakes_the_consumer_once() -> None:
+    woken: list[Callable[[], None]] = []
+    got: list[int] = []
+    h = Handoff(woken.append, capacity=3, batch=10)
+    assert [h.offer(got.append, i) for i in range(5)] == [True, True, True, False, False]
+    assert (h.dropped, h.queued, len(h), h.high_water) == (2, 3, 3, 3)
+    assert len(woken) == 1  # one wakeup for the whole burst, not one per item
+    woken.pop()()
+    assert got == [0, 1, 2] and len(h) == 0
+    assert h.offer(got.append, 9) and len(woken) == 1  # drained: the next item wakes it again
+
+
+def test_handoff_runs_a_batch_per_wakeup_and_reschedules_the_rest() -> None:
+    woken: list[Callable[[], None]] = []
+    got: list[int] = []
+    h = Handoff(woken.append, capacity=100, batch=4)
+    for i in range(10):
+        h.offer(got.append, i)
+    rounds = 0
+    while woken:
+        woken.pop(0)()
+        rounds += 1
+    assert got == list(range(10)) and rounds == 3
+
+
+def test_handoff_counts_a_failing_call_and_runs_the_others() -> None:
+    woken: list[Callable[[], None]] = []
+    got: list[int] = []
+
+    def boom(_: int) -> None:
+        raise ValueError("bad packet")
+
+    h = Handoff(woken.append)
+    h.offer(got.append, 1)
+    h.offer(boom, 2)
+    h.offer(got.append, 3)
+    woken.pop()()
+    assert got == [1, 3] and h.errors == 1
+
+
+def test_handoff_to_a_closed_loop_drops_instead_of_raising() -> None:
+    loop = asyncio.new_event_loop()
+    loop.close()
+    h = Handoff(loop.call_soon_threadsafe)
+    assert h.offer(print, "never") is True  # queued, then dropped when the wakeup fails
+    assert h.dropped == 1 and len(h) == 0
+    with pytest.raises(ValueError):
+        Handoff(loop.call_soon_threadsafe, capacity=0)
+
+
+def test_handoff_never_blocks_a_producer_thread_while_the_loop_is_stalled() -> None:
+    """The failure issue 11 saw, in miniature: the consumer's loop is frozen, the producer goes on."""
+    got: list[int] = []
+    stats: dict[str, object] = {}
+
+    def produce(h: Handoff) -> None:
+        for i in range(5000):
+            h.offer(got.append, i)
+
+    async def main() -> None:
+        h = Handoff(asyncio.get_running_loop().call_soon_threadsafe, capacity=100, batch=16)
+        producer = threading.Thread(target=produce, args=(h,))
+        producer.start()
+        # The loop is blocked in this join: nothing is delivered until the producer is done.
+        producer.join(20)
+        stats["done_while_stalled"] = not producer.is_alive()
+        stats["delivered_while_stalled"] = len(got)
+        while len(h):
+            await asyncio.sleep(0)
+        stats.update(h.stats())
+
+    asyncio.run(main())
+    assert stats["done_while_stalled"] is True and stats["delivered_while_stalled"] == 0
+    assert got == list(range(100))  # the oldest kept, in order; the rest refused and counted
+    assert stats["dropped"] == 4900 and stats["queued"] == 100
+
+
+@pytest.fixture
+def threaded_engine() -> Iterator[tuple[Engine, asyncio.AbstractEventLoop]]:
+    """An engine without tunnels (no TUN, no raw socket) serving from its data-plane thread."""
+    loop = asyncio.new_event_loop()
+    engine = Engine([])
+    engine.open()
+    engine.start(loop)
+    try:
+        yield engine, loop
+    finally:
+        engine.close()
+        loop.close()
+
+
+def test_engine_call_runs_on_the_dataplane_thread_and_returns_or_raises(
+    threaded_engine: tuple[Engine, asyncio.AbstractEventLoop],
+) -> None:
+    engine, _ = threaded_engine
+    assert engine.threaded
+    assert engine.call(threading.get_ident) != threading.get_ident()
+    assert engine.call(lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(KeyError):
+        engine.call({}.__getitem__, "missing")
+    # A send from this (foreign) thread is queued for the data-plane thread, which counts it.
+    engine.send("nope", INNER4)
+    engine.call(lambda: None)  # a barrier: the queue is FIFO
+    assert engine.stats()["unmatched"]["drops"] == {dp.UNKNOWN_TUNNEL: 1}  # type: ignore[index]
+    assert engine.remove_tunnel("nope") is False
+
+
+def test_engine_hands_local_deliveries_to_the_loop_thread(
+    threaded_engine: tuple[Engine, asyncio.AbstractEventLoop],
+) -> None:
+    engine, loop = threaded_engine
+    seen: list[tuple[str, bytes, int]] = []
+
+    def local(tunnel: str, packet: bytes) -> None:
+        seen.append((tunnel, packet, threading.get_ident()))
+
+    engine.call(engine._execute, [CallLocal(local, "t", b"pkt")])
+    assert seen == []  # not run on the data-plane thread: queued for the loop
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert seen == [("t", b"pkt", threading.get_ident())]
+    stats = engine.stats()
+    assert stats["dataplane_thread"] is True and stats["handoff"]["queued"] == 1  # type: ignore[index]
+
+
+def test_engine_counts_local_deliveries_refused_by_a_full_handoff(
+    threaded_engine: tuple[Engine, asyncio.AbstractEventLoop],
+) -> None:
+    engine, loop = threaded_engine
+    engine.handoff = Handoff(loop.call_soon_threadsafe, capacity=2)
+    engine.call(engine._execute, [CallLocal(lambda t, p: None, "t", b"x") for _ in range(5)])
+    assert engine.handoff.dropped == 3
+    assert engine.stats()["unmatched"]["drops"] == {LOCAL_QUEUE_FULL: 3}  # type: ignore[index]

@@ -285,14 +285,14 @@ def test_shutdown_removes_the_tun_devices(lab: Lab, sig: signal.Signals) -> None
 
 
 HOOK_ROUTER = textwrap.dedent("""
-    import asyncio, json, signal, sys
+    import asyncio, json, signal, sys, time
     from ipaddress import ip_address, ip_interface
     from alt_router.gre.config import TunnelConfig
     from alt_router.gre.dataplane import DELIVER, Drop, Forward
     from alt_router.gre.userspace import Engine
     from alt_router.inet import checksum
 
-    ready, out = sys.argv[1], sys.argv[2]
+    ready, out, threaded = sys.argv[1], sys.argv[2], sys.argv[3:] == ["thread"]
     tunnels = [
         TunnelConfig("to-a", ip_address("192.0.2.2"), ip_address("192.0.2.1"), key=1,
                      addresses=(ip_interface("10.255.1.2/30"),)),
@@ -311,13 +311,26 @@ HOOK_ROUTER = textwrap.dedent("""
         head = head[:10] + checksum(head).to_bytes(2, "big") + head[12:]
         return Forward(target, head + packet[20:])
 
+    def stall(seconds):
+        # What a Map-Register flood does to the node's loop: Python flat out, holding the GIL.
+        open(ready + ".stalling", "w").close()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        open(ready + ".stalled", "w").close()
+
     async def main():
         engine = Engine(tunnels, hook)
         engine.open()
         loop = asyncio.get_running_loop()
-        engine.attach(loop)
+        if threaded:
+            sys.setswitchinterval(0.001)
+            engine.start(loop)
+        else:
+            engine.attach(loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: loop.call_soon(stall, 8.0))
         open(ready, "w").close()
         await stop.wait()
         engine.close()
@@ -346,3 +359,28 @@ def test_inner_hook_forwards_between_tunnels_without_the_kernel(lab: Lab) -> Non
     stats = json.loads(out.read_text())
     assert stats["tunnels"]["to-a"]["rx_packets"] >= 3 and stats["tunnels"]["to-c"]["tx_packets"] >= 3
     assert stats["tunnels"]["to-c"]["rx_packets"] >= 3 and stats["tunnels"]["to-a"]["tx_packets"] >= 3
+
+
+def test_threaded_engine_forwards_while_its_event_loop_is_stalled(lab: Lab) -> None:
+    """Issue 11: with the engine in its data-plane thread, a frozen event loop stops nothing."""
+    lab.exec("b", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+    ready, out = lab.workdir / "hook.ready", lab.workdir / "hook-stats.json"
+    router = lab.spawn("b", [PY, "-c", HOOK_ROUTER, str(ready), str(out), "thread"], name="hookrouter")
+    wait_until(ready.exists, 15, what="hook router", on_timeout=router.log_tail)
+    start_tunnel(lab, "a", "--name", "gre1", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--key", "1",
+                 "--address", "10.255.1.1/30")
+    start_tunnel(lab, "c", "--name", "gre1", "--local", "198.51.100.3", "--remote", "198.51.100.2",
+                 "--key", "2", "--address", "10.255.2.2/30")
+    lab.exec("a", ["ip", "route", "add", "10.255.2.0/30", "via", "10.255.1.2"])
+    lab.exec("c", ["ip", "route", "add", "10.255.1.0/30", "via", "10.255.2.1"])
+    router.signal(signal.SIGUSR1)
+    stalling, stalled = Path(f"{ready}.stalling"), Path(f"{ready}.stalled")
+    wait_until(stalling.exists, 10, what="the router's loop to stall", on_timeout=router.log_tail)
+    result = lab.exec("a", ["ping", "-c", "5", "-i", "0.2", "-W", "1", "10.255.2.2"], timeout=20)
+    assert not stalled.exists(), "the stall ended before the pings did: the test proves nothing"
+    assert " 0% packet loss" in result.stdout and "ttl=63" in result.stdout, result.stdout
+    wait_until(stalled.exists, 20, what="the stall to end", on_timeout=router.log_tail)
+    router.stop()
+    stats = json.loads(out.read_text())
+    assert stats["dataplane_thread"] is False  # stopped by close() before the dump
+    assert stats["tunnels"]["to-a"]["rx_packets"] >= 5 and stats["tunnels"]["to-c"]["tx_packets"] >= 5

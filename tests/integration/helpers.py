@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alt_router.lab import Lab, ProcessHandle, wait_until
+from alt_router.lab import Lab, ProcessHandle, json_mismatch, json_subset, wait_until
 from alt_router.node.daemon import query
 
 ACCEPT = ("153.16.0.0/12", "2001:db8::/32")
@@ -123,6 +123,28 @@ class RunningNode:
 
         wait_until(ok, timeout, interval=0.3, what=f"routes {sorted(want)} (without {list(absent)}) "
                    f"on {self.spec.host}", on_timeout=self.diag)
+
+    def wait_json(
+        self, expected: Any, timeout: float = 30, *, request: dict[str, Any] | None = None, what: str = ""
+    ) -> dict[str, Any]:
+        """Wait until the answer to ``request`` (``status``) contains ``expected`` (``json_subset``)."""
+        req = request or {"cmd": "status"}
+
+        def answer() -> dict[str, Any]:
+            try:
+                return self.query(req)
+            except (OSError, ValueError) as exc:
+                return {"error": str(exc)}
+
+        def why() -> str:
+            return f"{json_mismatch(answer(), expected)}\n{self.diag()}"
+
+        def matched() -> dict[str, Any] | None:
+            doc = answer()
+            return doc if json_subset(doc, expected) else None
+
+        return wait_until(matched, timeout, interval=0.3, on_timeout=why,
+                          what=what or f"{req['cmd']} on {self.spec.host} to contain {expected}")
 
     def exabgp_pid(self) -> int | None:
         pid = self.safe_status().get("exabgp", {}).get("pid")

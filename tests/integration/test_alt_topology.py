@@ -173,16 +173,16 @@ def test_md5_session_with_frr_is_up(alt: Alt) -> None:
     # FRR sets the TCP-MD5 key on its socket, so the kernel drops every unsigned segment:
     # an established session proves ExaBGP signs with the same key.
     alt.frr.wait_established("10.255.3.1", timeout=20)
-    assert alt.nodes["a"].status()["peers"]["f"]["up"] is True
+    alt.nodes["a"].wait_json({"peers": {"f": {"up": True}}}, 20)
 
 
 def test_import_filters_hold_against_frr(alt: Alt) -> None:
     a = alt.nodes["a"]
     a.wait_routes(ORIGIN["f"], absent=[OUT_OF_SPACE])
-    drops = a.status()["drops"]["f"]
     # FRR sends a's own and a's transit routes back (65010 65001 ...): loop-checked here.
-    assert drops.get("own-asn", 0) >= 2, drops
-    assert drops.get("outside-eid-space", 0) >= 1, drops
+    wait_until(lambda: (d := a.status()["drops"].get("f", {})).get("own-asn", 0) >= 2
+               and d.get("outside-eid-space", 0) >= 1, 20, what="a's drops of FRR's routes",
+               on_timeout=a.diag)
     assert a.query({"cmd": "lookup", "address": "10.99.1.1"})["route"] is None
     for node in alt.nodes.values():
         assert OUT_OF_SPACE not in node.routes()
@@ -211,5 +211,6 @@ def test_max_prefix_from_frr_tears_the_session_down(alt: Alt) -> None:
     assert status["drops"]["f"].get("max-prefix", 0) >= 1
     assert status["teardowns"][0]["peer"] == "f"
     assert "max-prefix" in status["teardowns"][0]["reason"]
-    assert not [p for p in a.routes() if p.startswith("153.19.")]
+    wait_until(lambda: not [p for p in a.routes() if p.startswith("153.19.")], 10,
+               what="FRR's routes gone from a with the session", on_timeout=a.diag)
     assert "tearing down the session with f" in (a.process.read_log() if a.process else "")

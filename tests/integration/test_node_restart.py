@@ -98,7 +98,8 @@ def test_daemon_killed_adopts_exabgp_and_rebuilds_its_rib(pair: tuple[Lab, Runni
     a.wait_routes(B_ROUTES)
     # The run-time announcement survived the restart and b still has a's prefixes.
     b.wait_routes([*A_ROUTES, "2001:db8:a:5::/64"])
-    assert a.status()["counters"].get("refresh-requests", 0) >= 1
+    wait_until(lambda: a.status()["counters"].get("refresh-requests", 0) >= 1, 10,
+               what="a route refresh requested after the adoption", on_timeout=a.diag)
 
 
 def test_clean_stop_withdraws_and_removes_everything(pair: tuple[Lab, RunningNode, RunningNode]) -> None:

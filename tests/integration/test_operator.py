@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from alt_router.bgp.supervisor import process_matches, read_pidfile
 from alt_router.commands.lab import demo_topology_path
 from alt_router.lab import wait_until
 from alt_router.lab.alt import AltTopology
@@ -182,10 +183,54 @@ def test_a_broken_config_on_sighup_keeps_the_node_running(lab: Running) -> None:
         config.write_text(original)
 
 
+def _exabgp_pids(host: str) -> set[int]:
+    return {pid for pid in netns_pids(netns_name(NAME, host)) if process_matches(pid, ("exabgp",))}
+
+
+def _peer_up(lab: Running, host: str, peer: str) -> bool:
+    try:
+        return bool(lab.status(host, routes=False)["peers"][peer]["up"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def test_a_killed_node_daemon_is_restarted_and_its_exabgp_replaced(lab: Running) -> None:
+    # Like contrib/alt-router@.service (Restart=on-failure, RestartSec=2, KillMode=mixed): the lab
+    # restarts a node daemon that dies, and the ExaBGP it orphaned does not stay behind.
+    old_pid = lab.node_pid("core")
+    old_exabgp = read_pidfile(lab.ld.node_state("core") / "exabgp.pid")
+    assert old_exabgp is not None and _exabgp_pids("core") == {old_exabgp}
+    os.kill(old_pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        pid = lab.node_pid("core")
+        return pid != old_pid and process_matches(pid, ("alt_router.cli", "run"))
+
+    log = lab.ld.logs / "core-alt-router.log"
+    wait_until(restarted, 30, what="core's daemon restarted", on_timeout=lambda: log.read_text()[-3000:])
+    # The BGP sessions come back at both ends of both of core's tunnels (RFC 4271 §8: Established).
+    wait_until(lambda: all(_peer_up(lab, "core", p) and _peer_up(lab, p, "core") for p in ("mr", "ms")), 60,
+               what="core's sessions re-established at both ends", on_timeout=lambda: log.read_text()[-3000:])
+    wait_until(lambda: "153.16.0.0/16" in lab.routes("mr") and "153.17.0.0/16" in lab.routes("ms"), 30,
+               what="the routes through core relearned")
+    assert not process_matches(old_exabgp, ())
+    new_exabgp = read_pidfile(lab.ld.node_state("core") / "exabgp.pid")
+    assert new_exabgp != old_exabgp and _exabgp_pids("core") == {new_exabgp}
+    text = log.read_text()
+    assert f"stopped its orphaned ExaBGP pid {old_exabgp}" in text and "killed by SIGKILL" in text
+    lines, status = status_lines(NAME, lab.ld.path.parent)
+    assert status == 0, lines
+
+
 def test_sigterm_on_a_node_removes_its_tunnels_and_withdraws_its_prefixes(lab: Running) -> None:
     pid = lab.node_pid("mr")
+    state = lab.ld.load()
+    assert state is not None
+    keeper = next(p for p in state.processes if p.host == "mr" and p.name == "alt-router")
     os.kill(pid, signal.SIGTERM)
-    assert _reap(pid, 20) == 0, (lab.ld.logs / "mr-alt-router.log").read_text()[-3000:]
+    # The daemon exits 0, and its keeper does not restart it (Restart=on-failure): it exits 0 too.
+    assert _reap(keeper.pid, 20) == 0, (lab.ld.logs / "mr-alt-router.log").read_text()[-3000:]
+    assert not process_matches(pid, ())
     links = run_in_netns(netns_name(NAME, "mr"), ["ip", "-o", "link"]).stdout
     assert "alt-core" not in links
     # ExaBGP and the bridge stopped with it: nothing runs in mr's namespace any more.
@@ -196,7 +241,7 @@ def test_sigterm_on_a_node_removes_its_tunnels_and_withdraws_its_prefixes(lab: R
 
 
 def _reap(pid: int, timeout: float) -> int:
-    """Exit code of ``pid``, our child (this process built the lab)."""
+    """Exit code of ``pid``, our child (this process built the lab: the nodes' restart keepers)."""
     def done() -> int | None:
         got, status = os.waitpid(pid, os.WNOHANG)
         return os.waitstatus_to_exitcode(status) + 1000 if got == pid else None
@@ -208,7 +253,7 @@ def test_down_leaves_no_namespaces_links_or_processes(lab: Running) -> None:
     state = lab.ld.load()
     assert state is not None
     removed = down(NAME, lab.ld.path.parent)
-    assert any(r.startswith("namespace ar-optest-") for r in removed)
+    assert any(r.startswith(f"namespace ar-{NAME}-") for r in removed)
     assert not [n for n in list_netns() if n.startswith(f"ar-{NAME}-")]
     assert not [p for p in state.processes if alive(p)]
     assert not lab.ld.state_file.exists() and lab.ld.logs.is_dir()
@@ -218,14 +263,17 @@ def test_down_leaves_no_namespaces_links_or_processes(lab: Running) -> None:
 
 
 def test_readme_demo_end_to_end(lab_names: Callable[[str], str]) -> None:
-    lab_names("demo")
-    result = subprocess.run([sys.executable, "-m", "alt_router.cli", "demo"], capture_output=True, text=True,
-                            timeout=150, check=False)
+    # The README's command, under a per-run name: an operator's own `demo` lab is left alone.
+    name = lab_names("demo")
+    result = subprocess.run([sys.executable, "-m", "alt_router.cli", "demo", "--name", name],
+                            capture_output=True, text=True, timeout=150, check=False)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "lab demo: the ALT converged" in out
+    assert f"lab {name}: the ALT converged" in out
     assert "ETR registered 153.16.1.0/24" in out
     assert "EID-prefix 153.16.1.0/24" in out and "authoritative yes" in out
     assert "Map-Reply from 10.0.0.2" in out  # the --trace run reached the ETR
     assert "resolved end to end" in out
-    assert not [n for n in list_netns() if n.startswith("ar-demo-")]
+    # The demo returns only once its teardown is complete.
+    assert not [n for n in list_netns() if n.startswith(f"ar-{name}-")]
+    assert f"lab {name}: removed" in out

@@ -17,11 +17,22 @@ import pytest
 from alt_router.cli import main
 from alt_router.commands.lab import demo_topology_path, lab_name
 from alt_router.lab.alt import AltTopology, AltTopologyError
-from alt_router.lab.alt_lab import LabDir, LabState, NodeView, ProcRecord, leftovers, status_lines
+from alt_router.lab.alt_lab import (
+    LabDir,
+    LabState,
+    NodeConfigError,
+    NodeView,
+    ProcRecord,
+    leftovers,
+    status_lines,
+    up,
+)
+from alt_router.lab.netns import list_netns
 from alt_router.lab.topology import TopologyError
 from alt_router.node.config import parse_config
 from alt_router.node.logging import LogfmtFormatter, quote, setup
 from alt_router.node.reload import plan
+from tests.conftest import run_lab_name
 
 DEMO = demo_topology_path().read_text()
 
@@ -147,6 +158,52 @@ def test_frr_router_host_gets_an_ipv4_session_and_a_tunnel_process(tmp_path: Pat
     assert "153.19.0.0/16" in alt.expected_routes("mr") and "10.99.0.0/16" not in alt.expected_routes("mr")
     argv = alt.tunnel_argv(alt.ends(alt.tunnels[-1], "f"))
     assert argv[argv.index("--key") + 1] == "3" and argv[argv.index("--address") + 1] == "10.255.0.9/30"
+
+
+def test_lab_up_checks_every_node_config_before_it_builds_anything(tmp_path: Path) -> None:
+    # A site outside [eid].accept (and an overlap) is what `alt-router check` refuses (issue 11).
+    text = DEMO.replace('eid_prefixes = ["153.16.1.0/24"] }]',
+                        'eid_prefixes = ["153.16.1.0/24", "10.1.0.0/16"] }, '
+                        '{ name = "site2", key = "k2", eid_prefixes = ["153.16.1.128/25"] }]')
+    alt = AltTopology.from_toml(text, name=run_lab_name("badcfg"))
+    out = io.StringIO()
+    with pytest.raises(NodeConfigError) as info:
+        up(alt, root=tmp_path, out=out)
+    message = str(info.value)
+    config = LabDir(alt.name, tmp_path).node_config("ms")
+    assert "nothing was built" in message
+    assert f"node ms: 2 problems in {config}:" in message
+    assert f"{config}: map_server.sites[0].eid_prefixes[1]: 10.1.0.0/16 is outside the accepted" in message
+    assert "map_server.sites[1].eid_prefixes[0]: 153.16.1.128/25 overlaps 153.16.1.0/24" in message
+    assert "node mr" not in message and "node core" not in message
+    # Nothing was started or created: no namespace, no state.
+    assert not [n for n in list_netns() if n.startswith(f"ar-{alt.name}-")]
+    assert not (tmp_path / alt.name).exists() and out.getvalue() == ""
+
+
+def test_lab_command_reports_a_bad_node_config_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the root check comes first")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEMO.replace('"153.16.1.0/24"] }]', '"10.1.0.0/24"] }]'))
+    name = run_lab_name("badcli")
+    assert main(["lab", "--state-root", str(tmp_path), "up", str(bad), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert "node ms:" in err and "map_server.sites[0].eid_prefixes[0]: 10.1.0.0/24 is outside" in err
+    assert not [n for n in list_netns() if n.startswith(f"ar-{name}-")]
+
+
+def test_the_lab_name_can_be_given_on_the_command_line() -> None:
+    assert AltTopology.from_toml(DEMO, name="demox1").name == "demox1"
+    with pytest.raises(TopologyError, match="name: bad name 'Demo'"):
+        AltTopology.from_toml(DEMO, name="Demo")
+    bad = (["demo", "--name", "Demo"], ["lab", "demo", "--name", "x-y"], ["lab", "up", "f", "--name", ""])
+    for argv in bad:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
 
 
 # --- state and status -------------------------------------------------------------------------------------

@@ -191,14 +191,14 @@ def test_sigterm_to_the_owning_process_tears_the_lab_down(
     name = netns_lab("ltterm")
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import signal
         from alt_router.lab import Lab, Topology
         lab = Lab(Topology.from_toml('name = "{name}"\\n[hosts.a]\\n[hosts.b]\\n'), workdir="{tmp_path}")
         lab.build()
         lab.spawn("a", ["sleep", "300"], name="sleeper")
         print("ready", flush=True)
         while True:
-            time.sleep(1)
+            signal.pause()  # until the SIGTERM the test sends
         """
     )
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

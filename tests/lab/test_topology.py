@@ -105,7 +105,7 @@ def _link(
         ('name = "t"\n', r"^hosts: missing"),
         ('name = "t"\nhosts = {}\n', r"^hosts: at least one host"),
         (_minimal(name="Bad-Name"), r"^name: bad name 'Bad-Name'"),
-        (_minimal(name="waytoolongname"), r"^name: bad name .* at most 8"),
+        (_minimal(name="waytoolongnameforalab"), r"^name: bad name .* at most 16"),
         (_minimal(hosts="[hosts.a-b]\n"), r"^hosts\.a-b: bad name"),
         (_minimal(hosts="[hosts.a]\nforwarding = 1\n"), r"^hosts\.a\.forwarding: expected true or false"),
         (_minimal(hosts="[hosts.a]\ncolour = 1\n"), r"^hosts\.a\.colour: unknown key"),

@@ -19,19 +19,24 @@ import pytest
 from alt_router.lisp import (
     Action,
     AfiList,
+    AuthKind,
     EidRecord,
     EncapsulatedControlMessage,
     InstanceId,
+    LispDecodeError,
     LispMessage,
     Locator,
     MapNotify,
-    MapNotifyAck,
     MappingRecord,
     MapRegister,
     MapReply,
     MapRequest,
+    MessageType,
     UnknownLcaf,
+    Verified,
+    authenticate,
     decode,
+    message_type,
     sign,
     verify,
 )
@@ -298,7 +303,7 @@ def test_every_action_code(act: Action) -> None:
 # --- Map-Register with the I bit, HMAC-SHA-1-96 --------------------------------
 # |Type=3 |P|S|I|        Reserved       |E|T|a|m|M| Record Count  |
 # |0 0 1 1|1|0|1|0 0 0 0 0 0 0 0 0 0 0 0|0|1|0|0|1|       1       |  3a 00 09 01
-# (E at bit 19, T bit 20, a bit 21, m bit 22, M bit 23)
+# (RFC 9301 §5.6: E at bit 19, T bit 20, a bit 21, R (reserved) bit 22, M bit 23)
 # |                       Nonce = 0x0000000000abcdef              |
 # |  Key ID = 0   | Algorithm = 1 | Authentication Data Length=12 |  00 01 000c
 # ~                     Authentication Data (12 bytes)            ~
@@ -320,7 +325,8 @@ REGISTER_ZEROED = h("""
 0102030405060708090a0b0c0d0e0f10
 00000000000004d2
 """)
-REGISTER_MAC = hmac.new(KEY, REGISTER_ZEROED, hashlib.sha1).digest()[:12]
+# RFC 9301 §5.6 step 5: the MAC runs "through the end of the last RLOC-Record", not over the xTR-ID.
+REGISTER_MAC = hmac.new(KEY, REGISTER_ZEROED[:-24], hashlib.sha1).digest()[:12]
 MAP_REGISTER = REGISTER_ZEROED[:16] + REGISTER_MAC + REGISTER_ZEROED[28:]
 
 REGISTER_OBJ = MapRegister(
@@ -351,10 +357,20 @@ def test_hmac_sha1_96_vector() -> None:
     assert verify(REGISTER_OBJ, KEY)
     assert not verify(MAP_REGISTER, b"wrong key")
     tampered = bytearray(MAP_REGISTER)
-    tampered[-1] ^= 1  # the site-ID is covered by the MAC
+    tampered[-25] ^= 1  # the last locator byte is covered by the MAC
     assert not verify(bytes(tampered), KEY)
     unsigned = replace(REGISTER_OBJ, auth_data=b"")
-    assert sign(unsigned, KEY, algorithm_id=1) == REGISTER_OBJ
+    assert sign(unsigned, KEY, algorithm_id=1, truncated=True) == REGISTER_OBJ
+    assert authenticate(MAP_REGISTER, KEY) == Verified(AuthKind.SHA1_96, 1, 12, mac_over_xtr_id=False)
+
+
+def test_xtr_id_is_outside_the_rfc_mac() -> None:
+    # RFC 9301 §5.6 step 5 stops the MAC at the last RLOC-Record, so a changed
+    # site-ID still verifies (the Map-Server must not treat the xTR-ID as authenticated).
+    tampered = bytearray(MAP_REGISTER)
+    tampered[-1] ^= 1
+    found = authenticate(bytes(tampered), KEY)
+    assert found is not None and not found.mac_over_xtr_id
 
 
 def test_hmac_sha256_128_vector_and_full_length() -> None:
@@ -368,14 +384,14 @@ def test_hmac_sha256_128_vector_and_full_length() -> None:
     wire = zeroed[:16] + mac
     obj = MapNotify(nonce=1, records=(), key_id=7, algorithm_id=2, auth_data=mac)
     check(wire, obj)
-    assert sign(MapNotify(nonce=1, records=(), key_id=7, algorithm_id=2), KEY) == obj
+    assert sign(MapNotify(nonce=1, records=(), key_id=7, algorithm_id=2), KEY, truncated=True) == obj
     assert verify(wire, KEY)
 
     full_zeroed = h("40 00 00 00 0000000000000001 07 02 0020") + bytes(32)
     full_mac = hmac.new(KEY, full_zeroed, hashlib.sha256).digest()
     full = full_zeroed[:16] + full_mac
     assert verify(full, KEY)
-    signed = sign(MapNotify(nonce=1, records=(), key_id=7), KEY, algorithm_id=2, full=True)
+    signed = sign(MapNotify(nonce=1, records=(), key_id=7), KEY, algorithm_id=2)  # full by default
     assert signed.encode() == full
 
 
@@ -411,12 +427,13 @@ NOTIFY_BODY = h("""
 """)
 
 
-@pytest.mark.parametrize(
-    ("first", "cls"), [(b"\x48\x00\x00\x01", MapNotify), (b"\x58\x00\x00\x01", MapNotifyAck)]
-)
-def test_map_notify_and_ack(first: bytes, cls: type[MapNotify] | type[MapNotifyAck]) -> None:
+@pytest.mark.parametrize(("first", "ack"), [(b"\x48\x00\x00\x01", False), (b"\x58\x00\x00\x01", True)])
+def test_map_notify_and_ack(first: bytes, ack: bool) -> None:
+    # What deployed Map-Servers send (bit 4 and the xTR-ID, not in RFC 9301 §5.7's figure): accepted.
     record = MappingRecord(v4("10.9.0.0"), 16, ttl=10, action=Action.SEND_MAP_REQUEST)
-    check(first + NOTIFY_BODY, cls(nonce=0xDEAD, records=(record,), key_id=1, xtr_id=1, site_id=2))
+    msg = MapNotify(nonce=0xDEAD, records=(record,), key_id=1, xtr_id=1, site_id=2, ack=ack)
+    check(first + NOTIFY_BODY, msg)
+    assert message_type(msg) == (MessageType.MAP_NOTIFY_ACK if ack else MessageType.MAP_NOTIFY)
 
 
 # --- ECM --------------------------------------------------------------------
@@ -466,27 +483,113 @@ def test_ecm_ipv4_inner() -> None:
 
 # |Type=8 |S|D|E|M|            Reserved                           |
 # |1 0 0 0|1|0|1|0|0 0 0 ...                                    0 |  8a 00 00 00
-# Inner IPv6 header (40 bytes): version 6, payload length, next header 17, hop limit 5
-# Inner UDP 4342 -> 4342 carrying MAP_REQUEST_V6, then 4 bytes of LISP-SEC data (S bit).
-def test_ecm_ipv6_inner_with_security_data() -> None:
+# ECM Authentication Data (RFC 9303 §6.1), right after the header (RFC 9301 §5.8):
+# |  ECM AD Type=1|  Unassigned   |   Requested HMAC ID = 2       |  01 00 0002
+# |     OTK Length = 24           |  Key ID = 0   | OTK Wrap. ID=1|  0018 00 01
+# |                  One-Time-Key Preamble = 0 (64 bits)          |
+# ~                  One-Time Key (128 bits) = 0x11...            ~
+# |     EID-AD Length = 4         |     KDF ID = 0                |  0004 0000
+# Inner IPv6 header (40 bytes): version 6, traffic class 0xb8, flow label 0x12345,
+# payload length, next header 17, hop limit 5; inner UDP 4342 -> 4342 carrying MAP_REQUEST_V6.
+LISP_SEC_AD = h("01 00 0002  0018 00 01  0000000000000000") + b"\x11" * 16 + h("0004 0000")
+
+
+def ipv6_udp(payload: bytes, *, zero_checksum: bool = False) -> bytes:
     src, dst = v6("2001:db8::a").packed, v6("2001:db8::b").packed
-    payload = MAP_REQUEST_V6 + b"\xaa\xbb\xcc\xdd"
     udp_len = 8 + len(payload)
     pseudo = src + dst + struct.pack("!IxxxB", udp_len, 17)
     udp = struct.pack("!HHHH", 4342, 4342, udp_len, 0) + payload
-    udp = udp[:6] + struct.pack("!H", rfc1071(pseudo + udp) or 0xFFFF) + udp[8:]
-    ip6 = struct.pack("!IHBB16s16s", 6 << 28, udp_len, 17, 5, src, dst)
-    wire = h("8a 00 00 00") + ip6 + udp
-    expected = EncapsulatedControlMessage(
-        inner=decode(MAP_REQUEST_V6),  # type: ignore[arg-type]
-        source=v6("2001:db8::a"),
-        destination=v6("2001:db8::b"),
-        security=True,
-        to_etr=True,
-        ttl=5,
-        security_data=b"\xaa\xbb\xcc\xdd",
-    )
-    check(wire, expected)
+    if not zero_checksum:
+        udp = udp[:6] + struct.pack("!H", rfc1071(pseudo + udp) or 0xFFFF) + udp[8:]
+    first = (6 << 28) | (0xB8 << 20) | 0x12345
+    return struct.pack("!IHBB16s16s", first, udp_len, 17, 5, src, dst) + udp
+
+
+ECM_V6 = EncapsulatedControlMessage(
+    inner=decode(MAP_REQUEST_V6),  # type: ignore[arg-type]
+    source=v6("2001:db8::a"),
+    destination=v6("2001:db8::b"),
+    to_etr=True,
+    ttl=5,
+    tos=0xB8,
+    flow_label=0x12345,
+)
+
+
+def test_ecm_ipv6_inner_with_lisp_sec_authentication_data() -> None:
+    # RFC 9301 §5.8 / RFC 9303 §6.1: with S, the AD sits between the ECM header and the inner IP header.
+    wire = h("8a 00 00 00") + LISP_SEC_AD + ipv6_udp(MAP_REQUEST_V6)
+    check(wire, replace(ECM_V6, security=True, security_data=LISP_SEC_AD))
+
+
+def test_ecm_lisp_sec_otk_length_counting_its_own_word() -> None:
+    # RFC 9303 §6.1 leaves open whether OTK Length counts its own 4-byte word; both readings decode.
+    ad = LISP_SEC_AD[:4] + h("001c") + LISP_SEC_AD[6:]
+    wire = h("8a 00 00 00") + ad + ipv6_udp(MAP_REQUEST_V6)
+    check(wire, replace(ECM_V6, security=True, security_data=ad))
+
+
+def test_ecm_s_bit_without_authentication_data() -> None:
+    wire = h("8a 00 00 00") + ipv6_udp(MAP_REQUEST_V6)
+    check(wire, replace(ECM_V6, security=True))
+
+
+def test_ecm_ipv6_traffic_class_and_flow_label_survive() -> None:
+    # RFC 9301 §5.8 IH: the inner header is the ITR's; decode -> encode keeps it byte for byte.
+    wire = h("82 00 00 00") + ipv6_udp(MAP_REQUEST_V6)
+    check(wire, ECM_V6)
+
+
+def test_ecm_ipv6_zero_inner_udp_checksum_is_accepted() -> None:
+    # An ITR that sends IPv6 ECMs with inner UDP checksum 0 (RFC 6935/6936 allow it for
+    # tunnels; RFC 9301 §5.8 asks for non-zero).  Accepted and flagged; we re-send a real one.
+    wire = h("82 00 00 00") + ipv6_udp(MAP_REQUEST_V6, zero_checksum=True)
+    msg = decode(wire)
+    assert isinstance(msg, EncapsulatedControlMessage)
+    assert msg == ECM_V6 and msg.inner_udp_checksum_zero
+    assert msg.encode() == h("82 00 00 00") + ipv6_udp(MAP_REQUEST_V6)
+    assert not decode(msg.encode()).inner_udp_checksum_zero  # type: ignore[union-attr]
+
+
+def test_ecm_ipv6_wrong_nonzero_inner_checksum_is_refused() -> None:
+    wire = bytearray(h("82 00 00 00") + ipv6_udp(MAP_REQUEST_V6))
+    wire[4 + 40 + 6] ^= 0x01
+    with pytest.raises(LispDecodeError, match="bad inner UDP checksum"):
+        decode(bytes(wire))
+
+
+def ipv4_udp(payload: bytes, *, ident: int, frag: int, tos: int, zero_checksum: bool = False) -> bytes:
+    """An inner IPv4/UDP packet as another implementation builds it (our own RFC 1071 sums)."""
+    src, dst = v4("10.0.0.1").packed, v4("10.1.2.3").packed
+    udp_len = 8 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + udp_len, ident, frag, 32, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", rfc1071(ip)) + ip[12:]
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
+    udp = struct.pack("!HHHH", 61000, 4342, udp_len, 0) + payload
+    if not zero_checksum:
+        udp = udp[:6] + struct.pack("!H", rfc1071(pseudo + udp) or 0xFFFF) + udp[8:]
+    return ip + udp
+
+
+def test_ecm_ipv4_df_clear_ident_and_tos_survive() -> None:
+    # RFC 9301 §5.8 IH: an ITR's inner header with DF clear, an identification and a TOS
+    # comes back unchanged (it came back with DF set and ID 0 before).
+    wire = h("80 00 00 00") + ipv4_udp(MAP_REQUEST_V4, ident=0xBEEF, frag=0, tos=0x10)
+    msg = decode(wire)
+    assert isinstance(msg, EncapsulatedControlMessage)
+    assert (msg.dont_fragment, msg.ident, msg.tos, msg.ttl) == (False, 0xBEEF, 0x10, 32)
+    assert msg.encode() == wire
+
+
+def test_ecm_ipv4_zero_udp_checksum_means_none() -> None:
+    # RFC 768: zero is "no checksum" over IPv4; flagged like the IPv6 case.
+    msg = decode(h("80 00 00 00") + ipv4_udp(MAP_REQUEST_V4, ident=1, frag=0x4000, tos=0, zero_checksum=True))
+    assert isinstance(msg, EncapsulatedControlMessage) and msg.inner_udp_checksum_zero and msg.dont_fragment
+
+
+def test_ecm_inner_ipv4_fragment_is_refused() -> None:
+    with pytest.raises(LispDecodeError, match="fragment"):
+        decode(h("80 00 00 00") + ipv4_udp(MAP_REQUEST_V4, ident=1, frag=0x2000, tos=0))
 
 
 def test_ecm_carrying_map_register() -> None:

@@ -7,6 +7,7 @@ import os
 import pathlib
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -19,13 +20,14 @@ import pytest
 from alt_router.alt import AltForwarder
 from alt_router.cli import build_parser, main
 from alt_router.commands.etr import build as build_etr
+from alt_router.commands.etr import state_dir
 from alt_router.gre.dataplane import Local
 from alt_router.inet import address
+from alt_router.lisp import ECM, HMAC_SHA_256_128, EidRecord, MapRequest
 from alt_router.mapping.actions import Action, Announce, SendAlt, SendIp, SendUdp, Withdraw
 from alt_router.mapping.map_resolver import MapResolver
-from alt_router.mapping.map_server import MapServer
-from alt_router.mapping.udp import send_ip
-from alt_router.node.config import SiteConfig
+from alt_router.mapping.map_server import MapServer, Site
+from alt_router.node.udp import send_ip
 from alt_router.rib.paths import Path
 
 LO = IPv4Address("127.0.0.1")
@@ -50,7 +52,9 @@ class Stub(threading.Thread):
         self.ms_port = self.ms_sock.getsockname()[1]
         self.fw = AltForwarder(NoRoutes(), {}, local_callback=lambda _t, _p: None, router_v4=LO)
         self.mr = MapResolver(self.fw, list, port=self.mr_port)
-        site = SiteConfig("lo", KEY, "hmac-sha256-128", (ip_network("10.1.0.0/16"),))
+        # The etr listens on an ephemeral loopback port, not 4342, and its RLOCs are not
+        # 127.0.0.1: only the NAT setting (notify_to = "source-port") reaches it there.
+        site = Site("lo", KEY, HMAC_SHA_256_128, (ip_network("10.1.0.0/16"),), notify_to="source-port")
         self.ms = MapServer([site], port=self.ms_port)
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -191,3 +195,93 @@ def test_etr_reads_its_node_config(tmp_path: pathlib.Path) -> None:
         IPv4Address("192.0.2.1"), 4999, 1)
     (m,) = e.mappings
     assert (str(m.prefix), m.ttl, m.rlocs[0].priority, m.rlocs[0].weight) == ("10.9.0.0/16", 10, 3, 7)
+
+
+def test_lig_source_eid_option(lab: Stub, capsys: pytest.CaptureFixture[str]) -> None:
+    """RFC 9301 §5.2: AFI 0 by default (tests/mapping/test_lig.py), the given EID with --source-eid."""
+    assert main([*lig(lab, "10.1.2.3"), "--source-eid", "10.77.0.1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["source_eid"] == "10.77.0.1" and doc["result"] == "positive"
+    assert main([*lig(lab, "10.1.2.3"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source_eid"] is None
+
+
+ETR_NODE = (
+    '[node]\nname = "x"\nasn = 65010\nrouter_id = "192.0.2.10"\nstate_dir = "{state}"\n'
+    '[eid]\naccept = ["10.0.0.0/8"]\n'
+    '[etr]\n'
+    '[[etr.map_servers]]\naddress = "192.0.2.1"\nkey = "k"\n'
+    '[[etr.map_servers]]\naddress = "192.0.2.2"\nkey = "k"\nalgorithm = "hmac-sha1-96"\n'
+    'auth_length = "truncated"\n'
+    '[[etr.mappings]]\neid_prefix = "10.9.0.0/16"\n'
+    '[[etr.mappings.rlocs]]\naddress = "198.51.100.9"\n'
+)
+
+
+def test_check_explains_the_hmac_length_choice(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "node.toml"
+    conf.write_text(ETR_NODE.format(state=tmp_path))
+    assert main(["check", "-c", str(conf)]) == 0
+    err = capsys.readouterr().err
+    assert "(192.0.2.1): Map-Registers carry the full 32-byte hmac-sha256-128 digest" in err
+    assert 'etr.map_servers[1] (192.0.2.2): auth_length = "truncated" sends a 12-byte MAC' in err
+
+
+def test_etr_command_auth_length_and_state_dir(tmp_path: pathlib.Path) -> None:
+    args = build_parser().parse_args(
+        ["etr", "--map-server", "192.0.2.1", "--key", "k", "--eid", "10.0.0.0/8", "--rloc", "192.0.2.9",
+         "--auth-length", "truncated", "--state-dir", str(tmp_path)])
+    e = build_etr(args, last_nonce=41)
+    assert e.map_servers[0].truncated_auth and e.last_nonce == 41
+    assert state_dir(args) == tmp_path
+    conf = tmp_path / "node.toml"
+    conf.write_text(ETR_NODE.format(state=tmp_path / "st"))
+    args = build_parser().parse_args(["etr", "--config", str(conf)])
+    assert state_dir(args) == tmp_path / "st"
+    assert [s.truncated_auth for s in build_etr(args).map_servers] == [False, True]
+
+
+def test_etr_registering_from_an_ephemeral_port_gets_map_notify_and_requests_at_its_listen_port() -> None:
+    """RFC 9301 §5.6: Map-Registers from "a randomly selected UDP source port"; §8.2: the Map-Notify
+    goes to 4342 "not to the source port"; §8.3/§5.8: the Map-Server's ECM to the ETR likewise.
+    On loopback the listen port stands in for 4342 (``MapServer(etr_port=...)``)."""
+    listen = free_udp_port()
+    ms_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ms_sock.bind(("127.0.0.1", 0))
+    ms_sock.settimeout(10)
+    site = Site("lo", KEY, HMAC_SHA_256_128, (ip_network("10.1.0.0/16"),))  # notify_to = "rfc"
+    ms = MapServer([site], port=ms_sock.getsockname()[1], etr_port=listen)
+    etr = subprocess.Popen(
+        [sys.executable, "-m", "alt_router.cli", "etr", "--map-server", "127.0.0.1",
+         "--map-server-port", str(ms_sock.getsockname()[1]), "--key", KEY, "--eid", "10.1.0.0/16",
+         "--rloc", "127.0.0.1", "--listen", "127.0.0.1", "--port", str(listen), "--register-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        data, peer = ms_sock.recvfrom(65535)
+        assert peer[1] != listen  # registered from the ephemeral port
+        out = ms.handle_register(data, address(peer[0]), peer[1], time.monotonic())
+        notifies = [a for a in out if isinstance(a, SendUdp)]
+        assert notifies and all(a.dport == listen for a in notifies)
+        for a in notifies:
+            ms_sock.sendto(a.payload, (str(a.dst), a.dport))
+        assert etr.stderr is not None
+        line = etr.stderr.readline().decode()
+        while "registered with Map-Server" not in line:
+            assert line, "the etr exited"
+            line = etr.stderr.readline().decode()
+        # A request forwarded by the Map-Server reaches the ETR at its listen port too.
+        request = ECM(MapRequest(99, None, (LO,), (EidRecord(IPv4Address("10.1.2.3"), 32),)), LO,
+                      IPv4Address("10.1.2.3"), source_port=ms_sock.getsockname()[1])
+        packet = request.encode()[4:]
+        forwarded = [a for a in ms.handle_alt(packet, time.monotonic()) if isinstance(a, SendUdp)]
+        assert forwarded and forwarded[0].dport == listen
+        ms_sock.sendto(forwarded[0].payload, (str(forwarded[0].dst), forwarded[0].dport))
+        reply, _ = ms_sock.recvfrom(65535)
+        assert reply[0] >> 4 == 2 and struct.unpack_from("!Q", reply, 4) == (99,)
+    finally:
+        etr.terminate()
+        etr.wait(timeout=5)
+        ms_sock.close()

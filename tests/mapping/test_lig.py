@@ -89,3 +89,18 @@ def test_json_shape() -> None:
     assert doc["records"][0]["locators"] == [
         {"address": "198.51.100.7", "priority": 1, "weight": 100, "state": "up", "local": False}]
     assert doc["nonce"] == "0x0000000000000001" and doc["rtt_ms"] == 2.0
+
+
+def test_source_eid_is_afi_0_unless_one_is_given() -> None:
+    """RFC 9301 §5.2: with no source EID "an AFI value of 0 is used, and this field is of zero length"."""
+    data = lig().request(0.0)
+    inner = data[4 + 20 + 8:]  # ECM header, IPv4 header, UDP header
+    assert inner[12:14] == b"\x00\x00"  # Source-EID-AFI 0 ...
+    assert inner[14:16] == b"\x00\x01" and inner[16:20] == SRC.packed  # ... and the ITR-RLOC follows at once
+    ecm = decode(data)
+    assert isinstance(ecm, ECM) and isinstance(ecm.inner, MapRequest) and ecm.inner.source_eid is None
+    with_eid = Lig(EID, SRC, MR, port=40123, source_eid=IPv4Address("153.16.9.9"), nonce=lambda: 5)
+    ecm = decode(with_eid.request(0.0))
+    assert isinstance(ecm, ECM) and isinstance(ecm.inner, MapRequest)
+    assert ecm.inner.source_eid == IPv4Address("153.16.9.9") and ecm.inner.itr_rlocs == (SRC,)
+    assert ecm.source == SRC  # the inner header still carries the RLOC (where ICMP for --trace goes)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from ipaddress import ip_network
 
+from alt_router.lisp import HMAC_SHA_256_128
 from alt_router.mapping.actions import Announce, Withdraw
-from alt_router.mapping.map_server import MapServer
-from alt_router.node.config import SiteConfig
+from alt_router.mapping.map_server import MapServer, Site
 
 from .test_map_server import ETR1, SITE, SITE_ALWAYS, SITE_MORE, record, register
 
-NEW = SiteConfig("site-9", "secret-9", "hmac-sha256-128", (ip_network("153.16.9.0/24"),))
+NEW = Site("site-9", "secret-9", HMAC_SHA_256_128, (ip_network("153.16.9.0/24"),))
 
 
 def registered() -> MapServer:
@@ -30,7 +30,7 @@ def test_unchanged_sites_are_not_touched() -> None:
 
 def test_a_new_site_accepts_registers_and_an_always_announced_one_is_announced() -> None:
     ms = registered()
-    always = dataclasses.replace(NEW, name="site-10", eid_prefixes=(ip_network("153.16.10.0/24"),),
+    always = dataclasses.replace(NEW, name="site-10", prefixes=(ip_network("153.16.10.0/24"),),
                                  always_announce=True)
     out = ms.set_sites([SITE, SITE_MORE, SITE_ALWAYS, NEW, always], 1.0)
     assert out == [Announce(ip_network("153.16.10.0/24"))]
@@ -63,11 +63,11 @@ def test_a_new_key_drops_the_registrations_made_with_the_old_one() -> None:
 
 def test_changed_prefixes_move_the_announcement_and_keep_registrations_still_allowed() -> None:
     ms = registered()
-    wider = dataclasses.replace(SITE, eid_prefixes=(ip_network("153.16.1.0/24"),
+    wider = dataclasses.replace(SITE, prefixes=(ip_network("153.16.1.0/24"),
                                                     ip_network("153.16.11.0/24")))
     assert ms.set_sites([wider, SITE_MORE, SITE_ALWAYS], 1.0) == [Announce(ip_network("153.16.11.0/24"))]
     assert [r.prefix for r in ms.registrations()] == [ip_network("153.16.1.0/24")]
-    moved = dataclasses.replace(SITE, eid_prefixes=(ip_network("153.16.12.0/24"),))
+    moved = dataclasses.replace(SITE, prefixes=(ip_network("153.16.12.0/24"),))
     out = ms.set_sites([moved, SITE_MORE, SITE_ALWAYS], 2.0)
     # The registration for 153.16.1.0/24 no longer fits the site: dropped, and the site goes quiet.
     assert ms.registrations() == []

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alt_router.mapping.negative import PrefixIndex
+from alt_router.mapping.negative import PrefixIndex, PrefixSet
 
 
 def v4_prefix(addr: int, length: int) -> IPv4Network:
@@ -66,3 +66,40 @@ def test_routes_near_the_eid(eid: int, near: list[tuple[int, int]]) -> None:
     assert address in got and not any(got.overlaps(r) for r in routes)
     if got.prefixlen > 0:
         assert any(got.supernet().overlaps(r) for r in routes)
+
+
+# --- PrefixSet: the Map-Server's incremental index (RFC 9301 §8.3 negative prefixes) ----------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefixes=prefixes, eid=st.integers(0, 2**32 - 1), floor=st.integers(0, 32))
+def test_prefix_set_ignores_covering_prefixes_and_respects_the_floor(
+    prefixes: list[IPv4Network], eid: int, floor: int
+) -> None:
+    address = IPv4Address(eid)
+    got = PrefixSet(prefixes).uncovered(address, floor)
+    others = [p for p in prefixes if address not in p]
+    assert address in got and got.prefixlen >= floor
+    assert not any(got.overlaps(p) for p in others)
+    if got.prefixlen > floor:
+        # The largest such prefix: one bit shorter would swallow (part of) another prefix.
+        assert any(got.supernet().overlaps(p) for p in others)
+
+
+def test_prefix_set_counts_references() -> None:
+    s = PrefixSet([ip_network("10.1.0.0/16"), ip_network("10.1.0.0/16"), ip_network("10.1.0.0/24")])
+    s.discard(ip_network("10.1.0.0/16"))
+    assert ip_network("10.1.0.0/16") in s and len(s) == 2
+    s.discard(ip_network("10.1.0.0/16"))
+    s.discard(ip_network("10.9.0.0/16"))  # never added: nothing happens
+    assert len(s) == 1
+    # The EID's covering site prefix (10.0.0.0/8 floor) does not shorten the answer; the /24 beside it does.
+    s.add(ip_network("10.0.0.0/8"))
+    assert s.uncovered(IPv4Address("10.1.1.1"), 8) == ip_network("10.1.1.0/24")
+    assert s.uncovered(IPv4Address("10.200.0.1"), 8) == ip_network("10.128.0.0/9")
+
+
+def test_prefix_set_ipv6() -> None:
+    s = PrefixSet([ip_network("2001:db8::/32"), ip_network("2001:db8:1::/48")])
+    assert s.uncovered(IPv6Address("2001:db8:2::1"), 32) == ip_network("2001:db8:2::/47")
+    assert s.uncovered(IPv6Address("2001:db9::1")) == ip_network("2001:db9::/32")

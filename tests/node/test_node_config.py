@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from alt_router.cli import main
 from alt_router.node.config import ConfigError, load_config, parse_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -167,7 +168,7 @@ def test_api_token_required_off_loopback() -> None:
 
 
 def test_map_server_sites() -> None:
-    text = MINIMAL + """
+    text = MINIMAL.replace('accept = ["153.16.0.0/12"]', 'accept = ["153.16.0.0/12", "2001:db8::/32"]') + """
 [map_server]
 [[map_server.sites]]
 name = "s1"
@@ -186,6 +187,59 @@ always_announce = true
     errs = problems(MINIMAL + "\n[map_server]\nenabled = true\n")
     assert any(e.startswith("map_server.sites:") for e in errs)
     assert not parse_config(MINIMAL + "\n[map_server]\nenabled = false\n").map_server.enabled
+
+
+SITE = """
+[[map_server.sites]]
+name = "{name}"
+key = "k"
+eid_prefixes = {prefixes}
+"""
+
+
+def sites(*specs: tuple[str, str], extra: str = "") -> str:
+    return MINIMAL + "\n[map_server]\n" + extra + "".join(
+        SITE.format(name=name, prefixes=prefixes) for name, prefixes in specs)
+
+
+def test_a_site_prefix_outside_the_accepted_eid_space_is_an_error() -> None:
+    # The site's aggregate would be announced into the ALT and refused by every node that
+    # accepts only [eid].accept (RFC 6833 §4.2: the Map-Server advertises its sites' EID-prefixes).
+    errs = problems(sites(("s1", '["153.16.1.0/24", "10.1.0.0/16", "2001:db8:1::/48"]')))
+    assert errs == [
+        "map_server.sites[0].eid_prefixes[1]: 10.1.0.0/16 is outside the accepted EID space (eid.accept)",
+        "map_server.sites[0].eid_prefixes[2]: 2001:db8:1::/48 is outside the accepted EID space (eid.accept)",
+    ]
+    with pytest.raises(ConfigError, match=r"node\.toml: map_server\.sites\[0\]\.eid_prefixes\[1\]"):
+        parse_config(sites(("s1", '["153.16.1.0/24", "10.1.0.0/16"]')), source="node.toml")
+
+
+def test_overlapping_sites_are_an_error_unless_allowed() -> None:
+    text = sites(("s1", '["153.16.0.0/16"]'), ("s2", '["153.17.0.0/16"]'), ("s3", '["153.16.4.0/24"]'))
+    errs = problems(text)
+    assert len(errs) == 1 and errs[0].startswith(
+        "map_server.sites[2].eid_prefixes[0]: 153.16.4.0/24 overlaps 153.16.0.0/16 of site 's1' "
+        "(map_server.sites[0])"), errs
+    # Allowed for the whole Map-Server, or for one site of the pair.
+    cfg = parse_config(text.replace("[map_server]\n", "[map_server]\nallow_overlapping_sites = true\n"))
+    assert cfg.map_server.allow_overlapping_sites and len(cfg.map_server.sites) == 3
+    cfg = parse_config(text.replace('eid_prefixes = ["153.16.4.0/24"]',
+                                    'eid_prefixes = ["153.16.4.0/24"]\nallow_overlap = true'))
+    assert [s.allow_overlap for s in cfg.map_server.sites] == [False, False, True]
+    # Different sites of different address families never overlap; a site's own prefixes may nest.
+    parse_config(sites(("s1", '["153.16.0.0/16", "153.16.1.0/24"]'), ("s2", '["153.17.0.0/16"]')))
+
+
+def test_alt_router_check_reports_site_problems_by_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "ms.toml"
+    conf.write_text(sites(("s1", '["153.16.0.0/16", "10.1.0.0/16"]'), ("s2", '["153.16.4.0/24"]')))
+    assert main(["check", "-c", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert f"2 problems in {conf}:" in err
+    assert f"{conf}: map_server.sites[0].eid_prefixes[1]: 10.1.0.0/16 is outside" in err
+    assert f"{conf}: map_server.sites[1].eid_prefixes[0]: 153.16.4.0/24 overlaps 153.16.0.0/16" in err
 
 
 def test_etr_section() -> None:

@@ -13,7 +13,7 @@ from alt_router.mapping.actions import Announce, SendAlt, Withdraw
 from alt_router.mapping.etr import Etr
 from alt_router.node.config import parse_config
 from alt_router.node.core import NodeCore
-from alt_router.node.mapping import NodeMapping, role_for
+from alt_router.node.mapping import NodeMapping, etr_inputs, role_for
 from alt_router.rib import Announce as Route
 from alt_router.rib import Update
 
@@ -114,7 +114,7 @@ def test_registration_announces_the_site_and_takes_its_alt_datagrams_locally(
     node: tuple[NodeMapping, FakeTunnels, Recorder],
 ) -> None:
     mapping, tunnels, rec = node
-    etr = Etr(parse_config(CONFIG).etr.mappings, parse_config(CONFIG).etr.map_servers)
+    etr = Etr(*etr_inputs(parse_config(CONFIG).etr))
     [register] = etr.register_now()
     mapping.receive(register.payload, IPv4Address("203.0.113.9"), 4342)  # type: ignore[union-attr]
     assert mapping.counters["to-ms"] == 1

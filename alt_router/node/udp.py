@@ -1,4 +1,7 @@
-"""Socket edge for the ``lig`` and ``etr`` commands (the daemon has its own asyncio edge)."""
+"""Blocking UDP and raw-socket helpers for the ``lig`` and ``etr`` commands (edge).
+
+The daemon has its own asyncio socket edge in ``node/mapping.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,165 @@
+"""Reference BGP daemons as ALT transits that forward (RFC 6836 §3, §6.3; issue 9 part 4).
+
+    itr --ECM--> mr ==GRE== t ==GRE== ms --ECM--> etr --Map-Reply--> itr
+                          FRR (zebra + bgpd) or BIRD 2 (kernel export)
+
+The transit ``t`` is the only path between the Map-Resolver node and the Map-Server node, so an
+ALT datagram for the site reaches the Map-Server only if ``t`` forwards it by its kernel table:
+RFC 6836 §3 makes an ALT router any BGP router that carries EID prefixes over its GRE tunnels and
+forwards ALT datagrams by them.  ``lig`` from the ITR must resolve, and ``lig --trace`` must show
+``t`` as a hop (its kernel decrements the TTL and answers the expired probe).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alt_router.lab import wait_until
+from alt_router.lab.alt import AltTopology
+from alt_router.lab.alt_lab import down, up
+from alt_router.lab.processes import run_in_netns
+from alt_router.lab.topology import netns_name
+from alt_router.node.daemon import query
+from tests.conftest import require_tool
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+U = {"itr": "10.61.0.1", "etr": "10.61.0.2", "mr": "10.61.0.11", "t": "10.61.0.12", "ms": "10.61.0.13"}
+SITE = "153.16.1.0/24"
+
+TOPOLOGY = """
+name = "@LAB@"
+[hosts.itr]
+[hosts.etr]
+[hosts.mr]
+[hosts.t]
+[hosts.ms]
+
+[[segments]]
+name = "wan"
+members = [
+""" + "".join(f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},\n'
+              for h, a in U.items()) + """]
+
+[alt]
+itrs = ["itr"]
+
+[alt.nodes.mr]
+asn = 65001
+router_id = "192.0.2.1"
+announce = ["153.17.0.0/16"]
+map_resolver = true
+
+[alt.nodes.ms]
+asn = 65002
+router_id = "192.0.2.2"
+announce = ["153.16.0.0/16"]
+sites = [{ name = "site1", key = "transit-key", eid_prefixes = ["153.16.1.0/24"] }]
+
+[alt.routers.t]
+daemon = "@DAEMON@"
+asn = 65100
+router_id = "192.0.2.100"
+
+[[alt.tunnels]]
+between = ["mr", "t"]
+
+[[alt.tunnels]]
+between = ["t", "ms"]
+
+[alt.etrs.etr]
+map_server = "ms"
+key = "transit-key"
+eids = ["153.16.1.0/24"]
+register_interval = 2
+"""
+
+
+def _lig(name: str, eid: str, *args: str) -> tuple[int, dict[str, Any]]:
+    argv = [sys.executable, "-m", "alt_router.cli", "lig", eid, "-m", U["mr"], "--json", "-t", "2", *args]
+    proc = run_in_netns(netns_name(name, "itr"), argv, check=False, timeout=60)
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"lig {eid} exit {proc.returncode}: {proc.stdout}\n{proc.stderr}") from None
+
+
+def _hops(doc: dict[str, Any]) -> list[str]:
+    # Underlay addresses, and the inner ends of tunnel 0 (mr-t: 10.255.0.1/.2) and 1 (t-ms: .5/.6).
+    names = {a: h for h, a in U.items()} | {
+        "10.255.0.1": "mr", "10.255.0.2": "t", "10.255.0.5": "t", "10.255.0.6": "ms"}
+    return [names.get(h["router"], h["router"]) if h.get("router") else
+            ("reply:" + names.get(h["map_reply"]["from"], "?") if "map_reply" in h else "*")
+            for h in doc["hops"]]
+
+
+def _route_peer(state_dir: Path, prefix: str) -> str | None:
+    try:
+        route = query(state_dir, {"cmd": "status"}, timeout=5).get("routes", {}).get(prefix)
+    except (OSError, ValueError):
+        return None
+    return route.get("peer") if route else None
+
+
+def _run_transit(daemon: str, lab_names: Callable[[str], str], root: Path) -> None:
+    name = lab_names(f"tr{daemon}")
+    alt = AltTopology.from_toml(TOPOLOGY.replace("@LAB@", name).replace("@DAEMON@", daemon))
+    out_path = root / "up.out"
+    with out_path.open("w") as out:
+        try:
+            ld, converged = up(alt, root=root, source="test", out=out, timeout=90, etr_timeout=40)
+            out.flush()
+            assert converged, out_path.read_text()
+            assert "ETR registered 153.16.1.0/24" in out_path.read_text(), out_path.read_text()
+            # The transit is mr's only way to the site: its BGP routes are in its kernel table.
+            wait_until(lambda: _route_peer(ld.node_state("mr"), SITE) == "t", 30,
+                       what="mr reaching the site through the transit")
+            t_ns = netns_name(name, "t")
+            wait_until(lambda: any(SITE in line and "gre-ms" in line for line in
+                                   run_in_netns(t_ns, ["ip", "route"]).stdout.splitlines()), 30,
+                       what=f"{daemon} installing the site route via the GRE TUN to ms",
+                       on_timeout=lambda: run_in_netns(t_ns, ["ip", "route"]).stdout)
+            status, doc = _lig(name, "153.16.1.7", "-c", "3")
+            assert status == 0, doc
+            reply = doc["replies"][0]
+            assert reply["from"] == U["etr"]  # the Map-Request crossed t; the ETR answered the ITR
+            record = reply["records"][0]
+            assert record["eid_prefix"] == SITE and record["authoritative"] is True
+            status, doc = _lig(name, "153.16.1.8", "--trace", "--max-hops", "6")
+            assert status == 0, doc
+            assert _hops(doc) == ["mr", "t", "reply:etr"], doc
+        finally:
+            down(name, root, out=out)
+
+
+@pytest.fixture
+def lab_root() -> Iterator[Path]:
+    """A state root the frr user can traverse (pytest's tmp_path is root-only; zebra and bgpd drop
+    to frr before they write their pid files and sockets)."""
+    root = Path(tempfile.mkdtemp(prefix="alt-router-transits-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_frr_transit_is_the_only_path_and_lig_resolves(
+    lab_names: Callable[[str], str], lab_root: Path
+) -> None:
+    require_tool("bgpd", "/usr/lib/frr/bgpd")
+    require_tool("zebra", "/usr/lib/frr/zebra")
+    _run_transit("frr", lab_names, lab_root)
+
+
+def test_bird_transit_is_the_only_path_and_lig_resolves(
+    lab_names: Callable[[str], str], lab_root: Path
+) -> None:
+    require_tool("bird")
+    _run_transit("bird", lab_names, lab_root)
