@@ -13,7 +13,7 @@ from array import array
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-IPAddress = IPv4Address | IPv6Address
+from alt_router.types import IPAddress
 
 PROTO_ICMP = 1
 PROTO_TCP = 6

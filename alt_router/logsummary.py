@@ -18,7 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 DEFAULT_INTERVAL = 10.0
-DEFAULT_MAX_KEYS = 256
+# At most this many lines in full and this many summary lines (+1) per interval, whatever an
+# attacker varies: 32 sources are enough to see who is at it, and ~6 lines/s bound the log.
+DEFAULT_MAX_KEYS = 32
 OTHER_SOURCES = "(other sources)"
 
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -123,8 +123,8 @@ def main() -> int:
         return 2
     kw = {"frr_transits": a.frr_transits, "bird_transits": a.bird_transits,
           "map_resolvers": a.map_resolvers, "name": "altscale"}
-    gen = generate(a.levels, a.fanout, a.sites, **kw)  # type: ignore[arg-type]
-    flat = generate(a.levels, a.fanout, a.sites, aggregation=False, **kw)  # type: ignore[arg-type]
+    gen = generate(a.levels, a.fanout, a.sites, **kw)
+    flat = generate(a.levels, a.fanout, a.sites, aggregation=False, **kw)
     alt = AltTopology.from_toml(gen.text)
     model = alt.simulate_ribs()
     model_flat = AltTopology.from_toml(flat.text).simulate_ribs()
@@ -134,7 +134,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="alt-router-scale-"))
     root.chmod(0o755)
     log = open(root / "up.out", "w")  # noqa: SIM115 - closed in finally
-    out = Tee(sys.stdout, log)
+    out = cast(TextIO, Tee(sys.stdout, log))
     try:
         t0 = time.monotonic()
         ld, converged = up(alt, root=root, source="bench", out=out, timeout=a.timeout, etr_timeout=60)

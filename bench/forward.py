@@ -99,7 +99,7 @@ MIDDLE = textwrap.dedent("""
     from alt_router.gre.userspace import Engine
     from alt_router.node.config import load_config
     from alt_router.node.core import NodeCore
-    from alt_router.node.daemon import tunnel_configs, tunnel_name
+    from alt_router.node.tunnels import tunnel_configs, tunnel_name
     from alt_router.node.mapping import NodeMapping
     from alt_router.rib import Announce, Update
     config = load_config(sys.argv[1])

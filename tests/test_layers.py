@@ -13,8 +13,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 import alt_router
 
 ROOT = Path(alt_router.__file__).parent
@@ -61,7 +59,6 @@ def package_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: layering work in progress")
 def test_core_does_not_import_the_edge() -> None:
     wrong = sorted(
         f"{mod} imports {dep}"
@@ -73,7 +70,6 @@ def test_core_does_not_import_the_edge() -> None:
     assert wrong == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: layering work in progress")
 def test_no_package_cycles() -> None:
     graph: dict[str, set[str]] = defaultdict(set)
     for mod, deps in imports().items():
@@ -85,7 +81,6 @@ def test_no_package_cycles() -> None:
     assert find_cycles(graph) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: layering work in progress")
 def test_no_module_cycles() -> None:
     graph = {mod: {d for d in deps if d != mod} for mod, deps in imports().items()}
     # A package's __init__ re-exporting its own modules is not a cycle of design.

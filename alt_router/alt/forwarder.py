@@ -33,13 +33,16 @@ from alt_router.alt.icmp import IcmpLimits, IcmpRateLimiter
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import DELIVER, Drop, Forward, Local, Verdict
 from alt_router.inet import InetError, icmp_error
-from alt_router.mapping.actions import IPAddress, Prefix, SendIp
+from alt_router.mapping.actions import SendIp
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
 from alt_router.rib.table import DualTable
+from alt_router.types import IPAddress, Prefix
 
 LOCAL: Final = "<local>"
 """The route decision for a destination inside a local (Map-Server or ETR) prefix."""
+_DISCARD: Final = "<discard>"
+# The route decision for a hole in one of our active aggregates: counted, then treated as no route.
 
 MAX_PENDING_ICMP = 1024
 _CACHE_MAX = 65536
@@ -58,6 +61,7 @@ LOOP: Final = "loop"
 MALFORMED: Final = "malformed"
 NO_TUNNEL: Final = "no-tunnel"
 NO_LOCAL_HANDLER: Final = "no-local-handler"
+NO_ROUTE_AGGREGATE: Final = "no-route:aggregate"
 
 _DROP_NO_ROUTE: Final = Drop(NO_ROUTE)
 _DROP_TTL: Final = Drop(TTL_EXPIRED)
@@ -66,7 +70,8 @@ _DROP_MALFORMED: Final = Drop(MALFORMED)
 _DROP_NO_LOCAL: Final = Drop(NO_LOCAL_HANDLER)
 
 COUNTERS: Final = (
-    "forwarded", "originated", "local", "not-alt", NO_ROUTE, TTL_EXPIRED, LOOP, MALFORMED, NO_TUNNEL,
+    "forwarded", "originated", "local", "not-alt", NO_ROUTE, NO_ROUTE_AGGREGATE, TTL_EXPIRED, LOOP,
+    MALFORMED, NO_TUNNEL,
     "icmp-queued", "icmp-suppressed", *(f"icmp-suppressed:{reason}" for reason in icmp.SUPPRESS_REASONS),
 )
 
@@ -111,6 +116,7 @@ class AltForwarder:
         self._local_verdict: Verdict = _DROP_NO_LOCAL if local_callback is None else Local(local_callback)
         self._local: DualTable[bool] = DualTable()
         self._served: DualTable[bool] = DualTable()
+        self._discard: DualTable[bool] = DualTable()
         for prefix in local_prefixes:
             self._local.insert(prefix, True)
         self._generation = generation
@@ -183,10 +189,32 @@ class AltForwarder:
     def served_prefixes(self) -> list[Prefix]:
         return [p for p, _ in self._served]
 
+    def set_discard(self, prefixes: Iterable[Prefix]) -> None:
+        """The node's active aggregates (``[[eid.aggregates]]``): holes in them are not routed on.
+
+        RFC 6836 §7.1: an aggregating node covers more-specifics that do not all exist.  A
+        datagram under an aggregate whose best RIB match is not more specific than it (no
+        contributing route covers the EID) would otherwise follow a shorter route, possibly
+        the default or a peer's wider aggregate, back toward where the aggregate was sent:
+        it is dropped as no route instead (ICMP unreachable, ``no-route:aggregate``).
+        """
+        self._discard = DualTable()
+        for prefix in prefixes:
+            self._discard.insert(prefix, True)
+        self._local_gen += 1
+        self._cache.clear()
+
+    def discard_prefixes(self) -> list[Prefix]:
+        return [p for p, _ in self._discard]
+
     # --- decisions -------------------------------------------------------------------------
 
     def route(self, address: IPAddress) -> str | None:
         """The tunnel an ALT datagram to ``address`` leaves by, ``LOCAL``, or None (no route)."""
+        target = self._route(address)
+        return None if target is _DISCARD else target
+
+    def _route(self, address: IPAddress) -> str | None:
         local = -1
         for table in (self._local, self._served):
             hit = table.lookup(address)
@@ -197,6 +225,12 @@ class AltForwarder:
         # learned inside one of our aggregates or sites still wins.
         if local >= 0 and (path is None or path.prefix.prefixlen <= local):
             return LOCAL
+        if len(self._discard):
+            hole = self._discard.lookup(address)
+            # Only a route strictly inside our aggregate (a contributor) may carry the datagram; an
+            # equal one is a peer's copy of the same aggregate, a shorter one leads back out.
+            if hole is not None and (path is None or path.prefix.prefixlen <= hole[0].prefixlen):
+                return _DISCARD
         if path is None:
             return None
         tunnel = self.tunnels.get(path.next_hop_peer or path.peer)
@@ -267,8 +301,10 @@ class AltForwarder:
         if target is LOCAL:
             counters["local"] += 1
             return self._local_verdict
-        if target is None:
+        if target is None or target is _DISCARD:
             counters[NO_ROUTE] += 1
+            if target is _DISCARD:
+                counters[NO_ROUTE_AGGREGATE] += 1
             self._queue_icmp(packet, "unreachable")
             return _DROP_NO_ROUTE
         if target == from_tunnel:
@@ -326,7 +362,7 @@ class AltForwarder:
             self._gen = gen
         # A miss goes the long way, which fills the cache (and counts no-tunnel once).
         target = self._cache.get(dst)
-        if target is None or target is LOCAL or target == from_tunnel:
+        if target is None or target is LOCAL or target is _DISCARD or target == from_tunnel:
             return None
         self.counters["forwarded"] += 1
         if b0 == 0x45:
@@ -337,7 +373,7 @@ class AltForwarder:
         return target, packet[offset:offset + 7] + bytes((ttl - 1,)) + packet[offset + 8:]
 
     def _route_raw(self, dst: bytes) -> str | None:
-        return self.route(IPv4Address(dst) if len(dst) == 4 else IPv6Address(dst))
+        return self._route(IPv4Address(dst) if len(dst) == 4 else IPv6Address(dst))
 
     # --- ICMP ------------------------------------------------------------------------------
 
@@ -380,4 +416,5 @@ class AltForwarder:
 
     def stats(self) -> dict[str, object]:
         return {"counters": dict(self.counters), "cache": len(self._cache), "local": len(self._local),
+                "discard": len(self._discard),
                 "icmp_destinations": len(self.icmp_limiter)}

@@ -208,6 +208,7 @@ class ApiServer:
         r.add_delete("/v1/routes/{prefix:.+}", self._withdraw, expect_handler=self._expect)
         r.add_get("/v1/lookup/{eid}", self._lookup)
         r.add_get("/v1/registrations", self._registrations)
+        r.add_get("/v1/aggregates", self._aggregates)
         r.add_get("/v1/counters", self._counters)
         r.add_get("/v1/stream", self._stream)
         r.add_get("/v1/openapi.json", self._openapi)
@@ -328,6 +329,11 @@ class ApiServer:
         total = sum(self.view.registration_totals().values())
         return self._json({"registrations": rows, "count": len(rows), "total": total,
                            "next_cursor": next_cursor})
+
+    async def _aggregates(self, request: web.Request) -> web.Response:
+        rows = self.view.aggregates()
+        return self._json({"aggregates": rows, "count": len(rows),
+                           "active": sum(1 for r in rows if r.get("active"))})
 
     async def _counters(self, request: web.Request) -> web.Response:
         counters: JsonDict = dict(self.view.counters())

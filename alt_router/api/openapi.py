@@ -46,6 +46,8 @@ _ROUTE = {
         "origin": {"type": "string"},
         "med": {"type": ["integer", "null"]},
         "communities": {"type": "array", "items": {"type": "string"}},
+        "atomic_aggregate": {"type": "boolean", "description": "ATOMIC_AGGREGATE (RFC 4271 §5.1.6)"},
+        "aggregator": {"type": ["string", "null"], "description": "AGGREGATOR as ASN:router-id"},
         "learned_at": {"type": "number"},
         "best": {"type": "boolean", "description": "only with peer=: whether this path is the Loc-RIB's"},
     },
@@ -202,6 +204,19 @@ def document() -> dict[str, Any]:
                 {"400": _error("bad limit or cursor, unknown parameter")},
                 parameters=[_limit(DEFAULT_REGISTRATIONS_LIMIT, MAX_REGISTRATIONS_LIMIT), _CURSOR],
             ),
+            "/v1/aggregates": _get(
+                "Configured EID-prefix aggregates: active or not, attributes, what they suppress",
+                _json({"type": "object", "properties": {
+                    "aggregates": {"type": "array", "items": {"type": "object", "properties": {
+                        "prefix": {"type": "string"}, "active": {"type": "boolean"},
+                        "summary_only": {"type": "boolean"}, "as_set": {"type": "boolean"},
+                        "always": {"type": "boolean"}, "contributors": {"type": "integer"},
+                        "suppressed": {"type": "integer"},
+                        "suppressed_sample": {"type": "array", "items": {"type": "string"}},
+                        "origin": {"type": ["string", "null"]},
+                        "as_set_members": {"type": "array", "items": {"type": "integer"}},
+                        "atomic_aggregate": {"type": ["boolean", "null"]}}}},
+                    "count": {"type": "integer"}, "active": {"type": "integer"}}})),
             "/v1/counters": _get(
                 "Every counter of the node, by component; drops under dropped, by reason",
                 _json({"type": "object", "additionalProperties": {
@@ -209,7 +224,7 @@ def document() -> dict[str, Any]:
                         "oneOf": [{"type": "integer"},
                                   {"type": "object", "additionalProperties": {"type": "integer"}}]}}})),
             "/v1/stream": _get(
-                "Server-Sent Events: route and peer changes; resume with Last-Event-ID or since=",
+                "Server-Sent Events: route, peer and aggregate changes; resume with Last-Event-ID or since=",
                 {"description": "an endless text/event-stream",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                 {"400": _error("bad since= or Last-Event-ID"),

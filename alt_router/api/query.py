@@ -9,14 +9,14 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import ip_address, ip_network
 from typing import Literal
 
 from alt_router.api.view import JsonDict, route_dict
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
+from alt_router.types import Prefix
 
-Prefix = IPv4Network | IPv6Network
 MatchKind = Literal["exact", "longer", "shorter"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "longer", "shorter")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from alt_router.rib.events import Event, EventStream, PeerDown, PeerUp, Record, RouteChange
+from alt_router.rib.events import AggregateEvent, Event, EventStream, PeerDown, PeerUp, Record, RouteChange
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
 from alt_router.rib.table import TableError, as_address
@@ -36,6 +36,9 @@ class NodeView(Protocol):
       "etr", "registered_at", "expires_in", "proxy_reply"}], next_cursor)``; ``cursor`` is
       None or a ``next_cursor`` it gave before (opaque), ``next_cursor`` None on the last page.
       Raise ``ValueError`` for a cursor it did not make.
+    - ``aggregates()``: one dict per ``[[eid.aggregates]]`` entry (``rib.aggregate.Aggregator.view``):
+      ``{"prefix", "active", "summary_only", "as_set", "always", "contributors", "suppressed",
+      "suppressed_sample": [prefix], "origin", "as_set_members": [asn], "atomic_aggregate"}``.
     - ``registration_totals()``: ``{site: registrations}`` (never the registrations themselves).
     - ``counters()``: ``{component: {name: int | {label: int}}}`` with components such
       as ``"rib"``, ``"edge"``, ``"map_server"``, ``"map_resolver"``, ``"forwarder"``, ``"gre"``;
@@ -63,6 +66,8 @@ class NodeView(Protocol):
 
     def registrations(self, cursor: str | None, limit: int) -> tuple[list[JsonDict], str | None]: ...
 
+    def aggregates(self) -> list[JsonDict]: ...
+
     def registration_totals(self) -> dict[str, int]: ...
 
     def counters(self) -> dict[str, dict[str, Any]]: ...
@@ -85,6 +90,8 @@ def route_dict(path: Path, best: bool | None = None) -> JsonDict:
         "origin": path.origin,
         "med": path.med,
         "communities": [f"{a}:{b}" for a, b in path.communities],
+        "atomic_aggregate": path.attributes.atomic_aggregate,
+        "aggregator": path.attributes.aggregator,
         "learned_at": path.learned_at,
     }
     if best is not None:
@@ -166,6 +173,14 @@ def event_dict(record: Record) -> tuple[str, JsonDict]:
     if isinstance(event, PeerDown):
         return "peer", {
             "seq": record.seq, "peer": event.peer, "state": "down", "reason": event.reason, "at": event.at,
+        }
+    if isinstance(event, AggregateEvent):
+        route = event.route
+        return "aggregate", {
+            "seq": record.seq, "kind": event.kind, "prefix": str(event.prefix),
+            "origin": route.origin if route else None,
+            "as_set": list(route.as_set) if route else [],
+            "atomic_aggregate": route.atomic_aggregate if route else None,
         }
     # A future event type must not break the stream for clients that do not know it.
     return "other", {"seq": record.seq, "type": type(event).__name__}

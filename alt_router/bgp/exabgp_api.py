@@ -26,15 +26,15 @@ become counters and ``last_error``.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any, Literal
 
 from alt_router.rib.paths import Announce, Attributes, Batch, Update, prefix_key
+from alt_router.types import IPAddress, Prefix
 
-IPAddress = IPv4Address | IPv6Address
-Prefix = IPv4Network | IPv6Network
 Direction = Literal["receive", "send"]
 
 SUPPORTED_FAMILIES = ("ipv4 unicast", "ipv6 unicast")
@@ -238,6 +238,7 @@ def _as_path(value: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
 # them across UPDATEs (a peer sends few distinct ones), so a million routes hold a handful
 # of objects.  Bounded: cleared when full rather than grown.
 _CACHE_LIMIT = 4096
+_AGGREGATOR = re.compile(r"\d{1,10}:\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _attributes_cache: dict[Attributes, Attributes] = {}
 _next_hop_cache: dict[str, IPAddress] = {}
 
@@ -282,8 +283,12 @@ def _attributes(value: Any) -> Attributes:
         if not isinstance(c, list) or len(c) != 2:
             raise ExabgpApiError("attribute.community: expected [asn, value] pairs")
         communities.append((_int(c[0], "community", 0, 0xFFFF), _int(c[1], "community", 0, 0xFFFF)))
+    aggregator = a.get("aggregator")
+    if aggregator is not None and not (isinstance(aggregator, str) and _AGGREGATOR.fullmatch(aggregator)):
+        raise ExabgpApiError(f"attribute.aggregator: {aggregator!r:.40} is not ASN:router-id")
     return _shared_attributes(Attributes(
         seq, aset, origin, None if med is None else _int(med, "attribute.med"), tuple(communities),
+        atomic_aggregate=a.get("atomic-aggregate") is True, aggregator=aggregator,
     ))
 
 

@@ -1,4 +1,4 @@
-"""Render the ExaBGP 5.0 configuration for a node (pure: NodeConfig in, text out).
+"""Render the ExaBGP 5.0 configuration for a node (pure: a ``Speaker`` in, text out).
 
 One neighbor per tunnel peer, on the tunnel's inner addresses (IPv4 when the
 tunnel has them, else IPv6), carrying ipv4 unicast and/or ipv6 unicast as the
@@ -20,17 +20,80 @@ Choices checked against ExaBGP 5.0.15 and FRR 8.4 in the lab:
   negotiated, so FRR peers send no EoR here.  The RIB needs EoR only to sweep
   after a restart it did not see as a down, so the edge must report every
   session (and ExaBGP process) loss as ``peer_down``.
+
+The input is described by the small protocols below (``Speaker``, ``Neighbor``...), not by the
+node's config classes: this package is part of the core and must not import ``alt_router.node``
+(tests/test_layers.py).  The node's ``NodeConfig`` and ``PeerConfig`` satisfy them as they are.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+from typing import Protocol
 
-from alt_router.node.config import NodeConfig, PeerConfig, Prefix
+from alt_router.types import IPAddress, Prefix
 
 DEFAULT_PROCESS = "alt-router"
 BGP_PORT = 179
 _FORBIDDEN = set('"\\;{}\n\r\t')
+
+
+class TunnelAddresses(Protocol):
+    """The inner addresses of a peer's tunnel, which the BGP session runs between."""
+
+    @property
+    def session(self) -> tuple[IPAddress, IPAddress]: ...  # (local, remote)
+    @property
+    def local_ipv4(self) -> IPv4Interface | None: ...
+    @property
+    def local_ipv6(self) -> IPv6Interface | None: ...
+
+
+class Neighbor(Protocol):
+    """One BGP peer, as far as ExaBGP's ``neighbor`` block needs it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def asn(self) -> int: ...
+    @property
+    def tunnel(self) -> TunnelAddresses: ...
+    @property
+    def families(self) -> Sequence[str]: ...  # "ipv4", "ipv6"
+    @property
+    def hold_time(self) -> int: ...
+    @property
+    def md5_password(self) -> str | None: ...
+    @property
+    def description(self) -> str: ...
+
+
+class LocalNode(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def asn(self) -> int: ...
+    @property
+    def router_id(self) -> IPv4Address: ...
+
+
+class StaticRoutes(Protocol):
+    @property
+    def announce(self) -> Sequence[Prefix]: ...
+
+
+class Speaker(Protocol):
+    """Everything the rendered configuration says: the local node, its peers, its static routes."""
+
+    @property
+    def node(self) -> LocalNode: ...
+    @property
+    def peers(self) -> Sequence[Neighbor]: ...
+    @property
+    def eid(self) -> StaticRoutes: ...
+    @property
+    def source(self) -> str: ...  # where the node's config came from, for the header comment
 
 
 class ExabgpConfigError(ValueError):
@@ -64,7 +127,7 @@ def exabgp_stop_grace(routes: int) -> float:
     return min(STOP_GRACE_MAX, STOP_GRACE_BASE + extra)
 
 
-def next_hop_for(peer: PeerConfig, prefix: Prefix) -> str:
+def next_hop_for(peer: Neighbor, prefix: Prefix) -> str:
     """The ``next-hop`` to announce ``prefix`` with to ``peer`` (see the module docstring)."""
     session_local, _ = peer.tunnel.session
     if prefix.version == session_local.version:
@@ -81,7 +144,7 @@ def next_hop_for(peer: PeerConfig, prefix: Prefix) -> str:
     )
 
 
-def _neighbor(config: NodeConfig, peer: PeerConfig, process: str) -> list[str]:
+def _neighbor(config: Speaker, peer: Neighbor, process: str) -> list[str]:
     local, remote = peer.tunnel.session
     lines = [f"neighbor {remote} {{"]
     desc = peer.description or f"ALT peer {peer.name}"
@@ -124,7 +187,7 @@ def _neighbor(config: NodeConfig, peer: PeerConfig, process: str) -> list[str]:
     return lines
 
 
-def render_exabgp_config(config: NodeConfig, run: str, process: str = DEFAULT_PROCESS) -> str:
+def render_exabgp_config(config: Speaker, run: str, process: str = DEFAULT_PROCESS) -> str:
     """ExaBGP configuration text for ``config``; ``run`` is the API bridge's command line."""
     _check_word(run, "run command")
     if not process.replace("-", "").replace("_", "").isalnum():

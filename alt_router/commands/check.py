@@ -1,7 +1,6 @@
 """``alt-router check -c node.toml``: validate a node config and print the ExaBGP config it renders.
 
-``check_config_text`` is the whole check; ``alt-router lab up`` runs it on every node config it
-generates before it builds anything, so a lab never starts a node that ``check`` would refuse.
+The check itself is ``alt_router.node.config_check`` (the lab runs it too); this is its command line.
 """
 
 from __future__ import annotations
@@ -13,15 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from alt_router.bgp.exabgp_config import ExabgpConfigError
 from alt_router.commands.etr import etr_auth_notes
-from alt_router.gre.config import TunnelConfigError
-from alt_router.node.config import ConfigError, NodeConfig, load_config, parse_config
-from alt_router.node.daemon import exabgp_config_text, tunnel_configs
+from alt_router.node.config import ConfigError, load_config
+from alt_router.node.config_check import CheckError, check_config, check_config_text
 
-
-class CheckError(Exception):
-    """A node config that ``alt-router run`` would refuse; the message names the file and the key."""
+__all__ = ["CheckError", "check_config", "check_config_text", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,27 +30,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--exabgp-validate", action="store_true",
                    help="also run `exabgp validate` on the rendered config")
     p.set_defaults(func=run)
-
-
-def check_config(config: NodeConfig) -> str:
-    """Everything ``alt-router run`` derives from a parsed config; returns the ExaBGP config text."""
-    try:
-        tunnel_configs(config)
-        if config.exabgp.config is not None:
-            text = config.exabgp.config.read_text()
-            return f"# operator-supplied ExaBGP config {config.exabgp.config}, used as is\n{text}"
-        return exabgp_config_text(config)
-    except (ExabgpConfigError, TunnelConfigError, OSError) as exc:
-        raise CheckError(f"{config.source}: {exc}") from exc
-
-
-def check_config_text(text: str, source: str) -> str:
-    """``alt-router check`` on config ``text`` read from ``source`` (a file name, for the messages)."""
-    try:
-        config = parse_config(text, source=source)
-    except ConfigError as exc:
-        raise CheckError(str(exc)) from exc
-    return check_config(config)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TextIO
 
-from alt_router import inet, lisp, lisp_text, pcap
+from alt_router import inet, lisp, pcap
+from alt_router.lisp import text as lisp_text
+from alt_router.types import IPAddress
 
 DEFAULT_PORTS = (lisp.LISP_CONTROL_PORT,)
 
@@ -33,9 +35,9 @@ class Found:
     error: str | None
     frame: int | None = None
     ts_ns: int | None = None
-    src: inet.IPAddress | None = None
+    src: IPAddress | None = None
     sport: int | None = None
-    dst: inet.IPAddress | None = None
+    dst: IPAddress | None = None
     dport: int | None = None
     udp_checksum_ok: bool = True
 
@@ -123,7 +125,7 @@ def parse_hex(text: str, number: int) -> bytes:
 # -- rendering ---------------------------------------------------------------------------------------------
 
 
-def _endpoint(addr: inet.IPAddress | None, port: int | None) -> str:
+def _endpoint(addr: IPAddress | None, port: int | None) -> str:
     if addr is None:
         return "?"
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

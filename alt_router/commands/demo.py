@@ -21,6 +21,7 @@ from alt_router import inet, lisp, pcap
 from alt_router.commands import lab as lab_command
 from alt_router.commands.decode import DEFAULT_PORTS, decode_inputs
 from alt_router.lab.alt_lab import STATE_ROOT
+from alt_router.types import IPAddress
 
 SAMPLE_KEY = "alt-router-sample-key"
 SAMPLE_START = Decimal("1767225600")  # 2026-01-01T00:00:00Z
@@ -79,7 +80,7 @@ def sample_packets() -> list[tuple[Decimal, bytes]]:
         SAMPLE_KEY, algorithm_id=lisp.HMAC_SHA_256_128,
     )
     notify = lisp.sign_like(lisp.MapNotify(register.nonce, register.records), SAMPLE_KEY, register)
-    exchange: list[tuple[inet.IPAddress, int, inet.IPAddress, int, lisp.LispMessage]] = [
+    exchange: list[tuple[IPAddress, int, IPAddress, int, lisp.LispMessage]] = [
         (ETR, EPHEMERAL, MAP_SERVER, PORT, register),
         (MAP_SERVER, PORT, ETR, EPHEMERAL, notify),
         (ITR, EPHEMERAL + 1, MAP_RESOLVER, PORT, lisp.ECM(request, SOURCE_EID, EID_HOST, EPHEMERAL + 1)),

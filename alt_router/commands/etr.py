@@ -206,5 +206,8 @@ def _loop(etr: Etr, sockets: dict[int, socket.socket], store: NonceStore | None)
         for ms_addr in etr.last_notify:
             if ms_addr not in notified:
                 notified.add(ms_addr)
-                print(f"etr: registered with Map-Server {ms_addr} (Map-Notify)", file=sys.stderr,
-                      flush=True)
+                # Which MAC the Map-Server signed with: the interop question an operator asks first.
+                kinds = sorted(k.split(":", 1)[1] for k in etr.counters
+                               if k.startswith("map-notify-auth:") and k != "map-notify-auth:mac-over-xtr-id")
+                print(f"etr: registered with Map-Server {ms_addr} (Map-Notify, {'/'.join(kinds)} MAC)",
+                      file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from alt_router.lab.generate import GenerateError, generate
 from alt_router.lab.netns import NetnsError
 from alt_router.lab.processes import LabError, run_in_netns
 from alt_router.lab.topology import TopologyError, check_lab_name, netns_name
-from alt_router.node.daemon import query
+from alt_router.node.control import query
 
 DEMO_PICTURE = r"""
                  +----------------------+

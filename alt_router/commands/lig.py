@@ -16,9 +16,9 @@ import time
 
 from alt_router.inet import InetError, address
 from alt_router.lisp import LISP_CONTROL_PORT
-from alt_router.mapping.actions import IPAddress
 from alt_router.mapping.lig import Lig, LigReply, TraceHop, format_hop, format_reply, reply_to_dict
 from alt_router.node.udp import bound_port, default_source, icmp_payload, open_icmp, open_udp
+from alt_router.types import IPAddress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     routes.add_argument("--limit", type=int, help="at most this many routes (default: all, page by page)")
     sub("tunnels", "GRE tunnels: mode and counters")
     sub("registrations", "Map-Server registrations")
+    sub("aggregates", "EID-prefix aggregates: active, attributes, suppressed more-specifics")
     sub("counters", "every counter, by component")
     lookup = sub("lookup", "the route and next hop for an EID")
     lookup.add_argument("eid", help="an IPv4 or IPv6 EID")
@@ -130,6 +131,24 @@ def render_registrations(data: JsonDict) -> str:
     return format_table(["Site", "EID-Prefix", "RLOCs", "ETR", "Expires", "Proxy"], rows)
 
 
+def render_aggregates(data: JsonDict) -> str:
+    rows = []
+    for a in data.get("aggregates", []):
+        if not a.get("active"):
+            attrs = "inactive"
+        elif a.get("as_set_members"):
+            attrs = "AS_SET {" + ",".join(str(n) for n in a["as_set_members"]) + "}"
+        else:
+            attrs = "ATOMIC_AGGREGATE"
+        flags = ",".join(f for f in ("summary-only", "always") if a.get(f.replace("-", "_"))) or None
+        sample = a.get("suppressed_sample") or []
+        hidden = ", ".join(sample) + (" ..." if a.get("suppressed", 0) > len(sample) else "")
+        rows.append([a.get("prefix"), attrs, a.get("origin"), flags, a.get("contributors"),
+                     a.get("suppressed"), hidden or None])
+    return format_table(["Aggregate", "Attributes", "Origin", "Flags", "Contributors", "Suppressed",
+                         "Suppressed prefixes"], rows)
+
+
 def render_counters(data: JsonDict) -> str:
     rows: list[list[object]] = []
 
@@ -153,12 +172,15 @@ def render_lookup(data: JsonDict) -> str:
         + (f", tunnel {data['tunnel']})" if data.get("tunnel") else ")"),
         f"  learned from {route.get('peer')}, AS path {_as_path(route)}",
     ]
+    if data.get("suppressed_by"):
+        lines.append(f"  not exported: suppressed by aggregate {data['suppressed_by']}")
     return "\n".join(lines)
 
 
 RENDERERS: dict[str, Callable[[JsonDict], str]] = {
     "status": render_status, "peers": render_peers, "routes": render_routes, "tunnels": render_tunnels,
     "registrations": render_registrations, "counters": render_counters, "lookup": render_lookup,
+    "aggregates": render_aggregates,
 }
 
 

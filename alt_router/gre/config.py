@@ -20,16 +20,16 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
 from typing import Any, Final
 
 from alt_router.gre.header import overhead
+from alt_router.types import IPAddress
 
 MODES: Final = ("auto", "kernel", "userspace")
 IFNAMSIZ: Final = 16
 # An inner MTU below the IPv6 minimum would silently break IPv6 over the tunnel.
 MIN_INNER_MTU: Final = 1280
-IPAddress = IPv4Address | IPv6Address
 IPInterface = IPv4Interface | IPv6Interface
 
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from alt_router.gre import header as gre
-from alt_router.gre.config import IPAddress, TunnelConfig, check_set
+from alt_router.gre.config import TunnelConfig, check_set
 from alt_router.inet import PROTO_GRE, InetError, parse_ip
+from alt_router.types import IPAddress
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from alt_router.lab.alt import AltTopology
 from alt_router.lab.alt_lab import LabDir
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
-from alt_router.node.daemon import query
+from alt_router.node.control import query
 
 TOKEN = "abuse-bench-token"
 SITE_KEY = "demo-site1-key"

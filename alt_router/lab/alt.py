@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from alt_router.lab.daemon_text import BgpPeer, render_bird, render_frr_bgpd
-from alt_router.lab.topology import IPAddress, Topology, TopologyError
+from alt_router.lab.topology import Topology, TopologyError
+from alt_router.types import IPAddress, Prefix
 
-Prefix = IPv4Network | IPv6Network
 # A simulated BGP route: its AS path, and the AS_SET members of an aggregate on the way.
 _Route = tuple[tuple[int, ...], frozenset[int]]
 
@@ -36,6 +36,8 @@ DEFAULT_TUNNEL_V4 = "10.255.0.0/16"
 DEFAULT_TUNNEL_V6 = "fd00:255::/48"
 DEFAULT_HOLD_TIME = 9
 DEFAULT_REGISTER_INTERVAL = 5
+DEFAULT_ALGORITHM = "hmac-sha256-128"
+ALGORITHMS = ("hmac-sha1-96", "hmac-sha256-128")
 # Both forward: FRR runs zebra beside bgpd, BIRD exports into the kernel table (alt_lab._start_router).
 ROUTER_DAEMONS = ("frr", "bird")
 
@@ -51,6 +53,7 @@ class Site:
     eid_prefixes: tuple[Prefix, ...]
     # Announced with no ETR registered: a generated ALT of many sites needs no ETR per site.
     always_announce: bool = False
+    algorithm: str = DEFAULT_ALGORITHM  # the site's HMAC (docs/configuration.md, map_server.sites)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,14 @@ class LabAggregate:
     summary_only: bool = False
     as_set: bool = False
     always: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AttachedEtr:
+    """An ETR run by the node itself and attached to the ALT (``[etr] alt_attached``, RFC 6836 §4)."""
+
+    eids: tuple[Prefix, ...]
+    rloc: IPAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,7 @@ class AltNode:
     sites: tuple[Site, ...] = ()
     extra: str = ""  # raw TOML appended to the generated config, for keys this format does not cover
     aggregates: tuple[LabAggregate, ...] = ()
+    etr: AttachedEtr | None = None
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -82,6 +94,7 @@ class AltNode:
             "alt",
             *(("map-resolver",) if self.map_resolver else ()),
             *(("map-server",) if self.sites else ()),
+            *(("etr",) if self.etr is not None else ()),
         )
 
 
@@ -114,6 +127,9 @@ class Etr:
     key: str
     eids: tuple[Prefix, ...]
     register_interval: int = DEFAULT_REGISTER_INTERVAL
+    algorithm: str = DEFAULT_ALGORITHM
+    # `alt-router etr --register-port`: Map-Registers from another port (0: ephemeral, RFC 9301 §5.6).
+    register_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +262,8 @@ class AltTopology:
         With aggregates or always-announced sites anywhere, what a node exports depends on what it
         learns, so the ALT's routing is simulated (``simulate_ribs``).
         """
-        if any(n.aggregates or any(s.always_announce for s in n.sites) for n in self.nodes):
+        if any(n.aggregates or n.etr is not None or any(s.always_announce for s in n.sites)
+               for n in self.nodes):
             return {str(p) for p in self.simulate_ribs().get(host, {})}
         reach = self._reachable(host)
         own = set(self.originated(host))
@@ -266,7 +283,8 @@ class AltTopology:
         nodes = {n.host: n for n in self.nodes}
         static = {h: set(self.originated(h)) for h in speakers}
         dynamic = {
-            h: {p for s in n.sites if s.always_announce for p in s.eid_prefixes} - static[h]
+            h: ({p for s in n.sites if s.always_announce for p in s.eid_prefixes}
+                | set(n.etr.eids if n.etr is not None else ())) - static[h]
             for h, n in nodes.items()
         }
         neighbours: dict[str, list[tuple[str, bool]]] = {h: [] for h in speakers}
@@ -417,6 +435,13 @@ class AltTopology:
                 ]
                 if site.always_announce:
                     lines.append("always_announce = true")
+                if site.algorithm != DEFAULT_ALGORITHM:
+                    lines.append(f"algorithm = {q(site.algorithm)}")
+        if node.etr is not None:
+            lines += ["", "[etr]", "alt_attached = true"]
+            for eid in node.etr.eids:
+                lines += ["[[etr.mappings]]", f"eid_prefix = {q(str(eid))}",
+                          f"rlocs = [{{ address = {q(str(node.etr.rloc))} }}]"]
         text = "\n".join(lines) + "\n"
         if node.extra:
             text += "\n" + node.extra.rstrip("\n") + "\n"
@@ -438,6 +463,10 @@ class AltTopology:
             "--interval",
             str(etr.register_interval),
         ]
+        if etr.algorithm != DEFAULT_ALGORITHM:
+            argv += ["--alg", etr.algorithm]
+        if etr.register_port is not None:
+            argv += ["--register-port", str(etr.register_port)]
         for eid in etr.eids:
             argv += ["--eid", str(eid)]
         return argv
@@ -600,6 +629,13 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
+def _algorithm(value: Any, key: str) -> str:
+    text = _str(value, key)
+    if text not in ALGORITHMS:
+        raise AltTopologyError(f"{key}: {text!r} is not one of {', '.join(ALGORITHMS)}")
+    return text
+
+
 def _router_id(value: Any, key: str) -> IPv4Address:
     text = _str(value, key)
     try:
@@ -646,7 +682,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         _check(
             t,
             key,
-            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates"},
+            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates", "etr"},
             {"asn", "router_id"},
         )
         announce = _prefixes(t.get("announce", []), f"{key}.announce")
@@ -658,7 +694,8 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
             sk = f"{key}.sites[{i}]"
             st = _table(raw_site, sk)
             _check(
-                st, sk, {"name", "key", "eid_prefixes", "always_announce"}, {"name", "key", "eid_prefixes"}
+                st, sk, {"name", "key", "eid_prefixes", "always_announce", "algorithm"},
+                {"name", "key", "eid_prefixes"},
             )
             sites.append(
                 Site(
@@ -666,6 +703,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                     _str(st["key"], f"{sk}.key"),
                     _prefixes(st["eid_prefixes"], f"{sk}.eid_prefixes"),
                     _bool(st.get("always_announce", False), f"{sk}.always_announce"),
+                    _algorithm(st.get("algorithm", DEFAULT_ALGORITHM), f"{sk}.algorithm"),
                 )
             )
         aggregates: list[LabAggregate] = []
@@ -684,6 +722,23 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                     _bool(at.get("always", False), f"{ak}.always"),
                 )
             )
+        attached: AttachedEtr | None = None
+        if "etr" in t:
+            ek = f"{key}.etr"
+            et = _table(t["etr"], ek)
+            _check(et, ek, {"eids", "alt_attached", "rloc"}, {"eids", "alt_attached"})
+            if et["alt_attached"] is not True:
+                raise AltTopologyError(f"{ek}.alt_attached: a node's own ETR is ALT-attached (true); "
+                                       "an MS-registered ETR is an [[alt.etrs]] host")
+            eids = _prefixes(et["eids"], f"{ek}.eids")
+            for i, p in enumerate(eids):
+                if not _inside(p, accept):
+                    raise AltTopologyError(f"{ek}.eids[{i}]: {p} is outside alt.accept")
+            try:
+                rloc = ip_address(et.get("rloc", t["router_id"]))
+            except (TypeError, ValueError):
+                raise AltTopologyError(f"{ek}.rloc: expected an IP address") from None
+            attached = AttachedEtr(eids, rloc)
         mr = t.get("map_resolver", False)
         if not isinstance(mr, bool):
             raise AltTopologyError(f"{key}.map_resolver: expected true or false")
@@ -700,6 +755,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                 tuple(sites),
                 extra,
                 tuple(aggregates),
+                attached,
             )
         )
     if not nodes:
@@ -769,12 +825,16 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         tunnels.append(tunnel)
 
     site_keys = {(n.host, s.key) for n in nodes for s in n.sites}
+    site_algs = {(n.host, s.key, s.algorithm) for n in nodes for s in n.sites}
     etrs: list[Etr] = []
     for host, raw in _table(alt.get("etrs", {}), "alt.etrs").items():
         key = f"alt.etrs.{host}"
         _host(host, key, hosts)
         t = _table(raw, key)
-        _check(t, key, {"map_server", "key", "eids", "register_interval"}, {"map_server", "key", "eids"})
+        _check(
+            t, key, {"map_server", "key", "eids", "register_interval", "algorithm", "register_port"},
+            {"map_server", "key", "eids"},
+        )
         ms = _host(t["map_server"], f"{key}.map_server", hosts)
         if ms not in node_hosts or not any(n.sites for n in nodes if n.host == ms):
             raise AltTopologyError(f"{key}.map_server: {ms!r} is not an ALT node with map-server sites")
@@ -784,9 +844,16 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
             _str(t["key"], f"{key}.key"),
             _prefixes(t["eids"], f"{key}.eids"),
             _int(t.get("register_interval", DEFAULT_REGISTER_INTERVAL), f"{key}.register_interval", 1, 86400),
+            _algorithm(t.get("algorithm", DEFAULT_ALGORITHM), f"{key}.algorithm"),
+            _int(t["register_port"], f"{key}.register_port", 0, 65535) if "register_port" in t else None,
         )
         if (ms, etr.key) not in site_keys:
             raise AltTopologyError(f"{key}.key: no site on {ms!r} has this key")
+        if (ms, etr.key, etr.algorithm) not in site_algs:
+            # The Map-Server would refuse every Map-Register (bad-key-id, RFC 9301 §5.6).
+            raise AltTopologyError(
+                f"{key}.algorithm: the site on {ms!r} with this key uses another algorithm"
+            )
         try:
             underlay_pair(topo, host, ms)
         except AltTopologyError as exc:

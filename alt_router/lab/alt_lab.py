@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from alt_router.commands.check import CheckError, check_config_text
 from alt_router.lab import lab as lab_module
 from alt_router.lab import netns as nl
 from alt_router.lab.alt import AltTopology, AltTopologyError
 from alt_router.lab.lab import Lab
 from alt_router.lab.processes import LabError, run_in_netns, spawn_in_netns
 from alt_router.lab.topology import netns_name
-from alt_router.node.daemon import query
+from alt_router.node.config_check import CheckError, check_config_text
+from alt_router.node.control import query
 
 log = logging.getLogger(__name__)
 

@@ -254,9 +254,11 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 
 def route_churn(args: argparse.Namespace) -> dict[str, Any]:
-    """``count`` announce + withdraw pairs of /24s under ``prefix`` through the write API."""
+    """``count`` announce + withdraw pairs of prefixes under ``prefix`` through the write API."""
     base = ip_network(args.prefix)
-    subnets = base.subnets(new_prefix=24) if base.prefixlen < 24 else iter([base])
+    # /24s where the base has room for ``count`` of them, longer prefixes where it has not.
+    length = min(base.max_prefixlen, max(24, base.prefixlen + max(1, args.count - 1).bit_length()))
+    subnets = base.subnets(new_prefix=length) if base.prefixlen < length else iter([base])
     headers = {"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"}
     url = f"http://{args.target}:{args.port}/v1/routes"
     ok = failed = 0

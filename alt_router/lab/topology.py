@@ -12,10 +12,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import (
-    IPv4Address,
     IPv4Interface,
     IPv4Network,
-    IPv6Address,
     IPv6Interface,
     IPv6Network,
     ip_address,
@@ -25,9 +23,10 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any
 
+from alt_router.types import IPAddress
+
 IPInterface = IPv4Interface | IPv6Interface
 IPNetwork = IPv4Network | IPv6Network
-IPAddress = IPv4Address | IPv6Address
 
 # Every kernel object the lab creates lives in a namespace called
 # "ar-<lab>-<host>" (or "ar-<lab>-sw-<segment>" for a bridge), so one prefix

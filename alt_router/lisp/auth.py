@@ -177,6 +177,22 @@ def authenticate(message: bytes | AuthenticatedMessage, key: bytes | str) -> Ver
     decoded, end = (decode_map_register if kind == MessageType.MAP_REGISTER else decode_map_notify)(data)
     if end != len(data):
         raise LispDecodeError(f"authentication: {len(data) - end} trailing bytes at offset {end}")
+    return authenticate_decoded(data, key, xtr_trailer=decoded.xtr_id is not None)
+
+
+_VERIFIED = {(kind, over): Verified(kind, alg, length, over) for (alg, length), kind in _KINDS.items()
+             for over in (False, True)}
+_DIGEST_NAMES = {HMAC_SHA_1_96: "sha1", HMAC_SHA_256_128: "sha256"}
+# OpenSSL's one-shot HMAC, without hmac.digest's dispatch (where CPython has it, as it normally does).
+try:
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - a CPython without OpenSSL
+    _hmac_digest = hmac.digest  # type: ignore[assignment]
+
+
+def authenticate_decoded(data: bytes, key: bytes | str, *, xtr_trailer: bool) -> Verified | None:
+    """:func:`authenticate` for bytes the caller has already decoded as a well-formed message
+    (``xtr_trailer``: an xTR-ID/site-ID follows the records): the MAC check without decoding again."""
     alg, length = _AUTH_HDR.unpack_from(data, 13)
     found = _KINDS.get((alg, length))
     if found is None:
@@ -184,16 +200,35 @@ def authenticate(message: bytes | AuthenticatedMessage, key: bytes | str) -> Ver
     stop = AUTH_DATA_OFFSET + length
     received = data[AUTH_DATA_OFFSET:stop]
     zeroed = data[:AUTH_DATA_OFFSET] + bytes(length) + data[stop:]
-    forms = [(zeroed, False)]
-    if decoded.xtr_id is not None:
-        forms.insert(0, (zeroed[:-XTR_TRAILER_LEN], False))
-        forms[1] = (zeroed, True)
+    raw_key = _key(key)
+    name = _DIGEST_NAMES[alg]
+    forms = ((zeroed[:-XTR_TRAILER_LEN], False), (zeroed, True)) if xtr_trailer else ((zeroed, False),)
     for covered, over_xtr in forms:
-        if hmac.compare_digest(compute(covered, key, alg, length), received):
-            return Verified(found, alg, length, over_xtr)
+        if hmac.compare_digest(_hmac_digest(raw_key, covered, name)[:length], received):
+            return _VERIFIED[found, over_xtr]
     return None
 
 
 def verify(message: bytes | AuthenticatedMessage, key: bytes | str) -> bool:
     """Whether the message authenticates for ``key`` (:func:`authenticate` without the detail)."""
     return authenticate(message, key) is not None
+
+
+_NOTIFY_WORD = struct.Struct("!I")
+
+
+def notify_from_register(data: bytes, records_end: int, key: bytes | str) -> bytes:
+    """The Map-Notify answering the verified Map-Register ``data``, made from its own bytes.
+
+    RFC 9301 §5.7: the Map-Notify copies the Map-Register's nonce, Key ID, Algorithm ID and
+    records; its MAC, as long as the Map-Register's, covers it with the Authentication Data
+    zeroed; no I bit and no xTR-ID/site-ID.  ``records_end`` is where the last record ends.
+    The same bytes :func:`sign_like` gives a ``MapNotify`` of the decoded records, when the
+    records re-encode to what was received (the caller checks that).
+    """
+    alg, length = _AUTH_HDR.unpack_from(data, 13)
+    head = _NOTIFY_WORD.pack(MessageType.MAP_NOTIFY << 28 | data[3]) + data[4:AUTH_DATA_OFFSET]
+    body = data[AUTH_DATA_OFFSET + length:records_end]
+    mac = _hmac_digest(_key(key), head + bytes(length) + body, _DIGEST_NAMES[alg])[:length]
+    return head + mac + body
+

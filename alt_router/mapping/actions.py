@@ -7,10 +7,8 @@ method returns a list of these and the daemon or command carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-IPAddress = IPv4Address | IPv6Address
-Prefix = IPv4Network | IPv6Network
+from alt_router.types import IPAddress, Prefix
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,9 @@ from alt_router.lisp import (
 )
 from alt_router.lisp import auth as lisp_auth
 from alt_router.mapping.actions import Action as Out
-from alt_router.mapping.actions import IPAddress, Prefix, SendUdp
+from alt_router.mapping.actions import SendUdp
 from alt_router.mapping.map_resolver import first_ip
+from alt_router.types import IPAddress, Prefix
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from alt_router.lisp import (
     MapRequest,
     decode,
 )
-from alt_router.mapping.actions import IPAddress
+from alt_router.types import IPAddress
 
 _ICMP_KIND = {4: {11: "time-exceeded", 3: "unreachable"}, 6: {3: "time-exceeded", 1: "unreachable"}}
 _NONCE = struct.Struct("!Q")

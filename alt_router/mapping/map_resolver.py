@@ -53,9 +53,10 @@ from alt_router.lisp import (
 )
 from alt_router.logsummary import LogSummary
 from alt_router.mapping.actions import Action as Out
-from alt_router.mapping.actions import IPAddress, Prefix, SendAlt, SendIp, SendUdp
+from alt_router.mapping.actions import SendAlt, SendIp, SendUdp
 from alt_router.mapping.negative import PrefixIndex
 from alt_router.mapping.ratelimit import DEFAULT_MAX_PREFIXES, SourceLimits
+from alt_router.types import IPAddress, Prefix
 
 log = logging.getLogger(__name__)
 

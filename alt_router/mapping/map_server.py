@@ -17,11 +17,19 @@ prefixes are announced into the ALT while it has a registration (always, with
 ``always_announce``).
 
 State stays bounded and every operation is proportional to what it touches, never
-to the number of registrations: expiry runs off a heap (stale entries are skipped
-and the heap is compacted when they pile up), look-ups use a prefix table, paging
-uses a sorted key list, and the nonce table is LRU-capped and expires with the
-registrations.  Repeated refusals and expiries are logged through a
-:class:`~alt_router.logsummary.LogSummary`.
+to the number of registrations: expiry runs off a heap (one entry per registration,
+moved when it comes up early, compacted when stale ones pile up), look-ups probe a
+dict per registered prefix length, paging uses a chunked sorted key list, and the
+nonce table is LRU-capped and expires with the registrations.
+
+Built for 300,000 sites re-registering every minute (issue 9, bench/map_server.py): a
+Map-Register is parsed once, without ``ipaddress`` objects, and a record byte-identical
+to the one already registered for its prefix is not decoded again; the Map-Notify is
+made from the Map-Register's own bytes (``notify_from_register``).  A registration is
+one slotted object holding its prefix as a packed int (``negative.pack_prefix``) and
+its record as the bytes received; the :class:`Registration` views are made on demand.
+
+Repeated refusals and expiries are logged through a :class:`~alt_router.logsummary.LogSummary`.
 """
 
 from __future__ import annotations
@@ -29,9 +37,9 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-from bisect import bisect_left, bisect_right, insort
+import struct
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any, Final
@@ -47,21 +55,23 @@ from alt_router.lisp import (
     Locator,
     MapNotify,
     MappingRecord,
-    MapRegister,
     MapReply,
     MapRequest,
+    MessageType,
     Verified,
-    authenticate,
     decode,
     sign_like,
     sorted_locators,
 )
+from alt_router.lisp.auth import authenticate_decoded, notify_from_register
+from alt_router.lisp.records import decode_mapping_record
 from alt_router.logsummary import LogSummary
 from alt_router.mapping.actions import Action as Out
-from alt_router.mapping.actions import Announce, IPAddress, Prefix, SendUdp, Withdraw
+from alt_router.mapping.actions import Announce, SendUdp, Withdraw
 from alt_router.mapping.map_resolver import first_ip
-from alt_router.mapping.negative import PrefixSet
+from alt_router.mapping.negative import V6_FLAG, PrefixSet, SortedList, pack, pack_prefix, unpack
 from alt_router.rib.table import DualTable
+from alt_router.types import IPAddress, Prefix
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,18 @@ _ECM_TO_ETR = bytes((0x82, 0, 0, 0))
 _HEAP_SLACK = 1024
 # Tables smaller than this at their peak are not worth rebuilding.
 _COMPACT_MIN = 256
+
+# The Map-Register header (RFC 9301 §5.6) and its flags, as lisp/map_register.py reads them.
+_HDR = struct.Struct("!IQBBH")
+_XTR = struct.Struct("!QQQ")
+_U32 = struct.Struct("!I")
+_AUTH_DATA_OFFSET = 16
+_XTR_TRAILER_LEN = 24
+_FLAG_P = 1 << 27
+_FLAG_I = 1 << 25
+_FLAG_T = 1 << 11
+_FLAG_WANT = 1 << 8
+_AUTH_COUNTERS: dict[str, str] = {}  # Verified.kind -> its counter name, made once
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +163,8 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
+    """A registration as the views show it (made on demand from the Map-Server's compact state)."""
+
     site: str
     prefix: Prefix
     record: MappingRecord
@@ -155,10 +179,106 @@ class Registration:
     etr_port: int = LISP_CONTROL_PORT
 
 
-RegKey = tuple[str, Prefix, object]  # (site, prefix, xTR-ID or source address)
-NonceKey = tuple[str, int, object]  # (site, key ID, xTR-ID or source address)
-# (site, family, network, length, kind, ident family, ident): the paging order, plain data.
-SortKey = tuple[str, int, int, int, int, int, int]
+class _Reg:
+    """One registration as the Map-Server holds it: a few hundred bytes, 300,000 of them.
+
+    ``pkey`` is the EID prefix packed (``negative.pack_prefix``), ``ident`` the xTR-ID or else
+    the source address, ``raw`` the record as received (decoded again only for a view or a
+    proxy reply), ``canonical`` whether it re-encodes to those bytes (then a Map-Notify can
+    copy them), ``rloc`` the RLOC of the record Map-Requests go to from ``source``.
+    """
+
+    __slots__ = (
+        "canonical",
+        "dead",
+        "etr_address",
+        "etr_port",
+        "expires",
+        "ident",
+        "pkey",
+        "proxy_reply",
+        "raw",
+        "registered_at",
+        "rloc",
+        "site",
+        "source",
+        "sport",
+        "xtr_id",
+    )
+
+    site: str
+    pkey: int
+    ident: object
+    raw: bytes
+    canonical: bool
+    source: IPAddress
+    sport: int
+    xtr_id: int | None
+    proxy_reply: bool
+    registered_at: float
+    expires: float
+    rloc: IPAddress | None
+    etr_address: IPAddress | None
+    etr_port: int
+    dead: bool
+
+    def __lt__(self, other: _Reg) -> bool:
+        return id(self) < id(other)  # heap ties between equal expiry times: any fixed order
+
+    def sort_key(self) -> SortKey:
+        ident = self.ident
+        return (self.site, self.pkey, 0 if isinstance(ident, int) else ident.version, ident)  # type: ignore[attr-defined]
+
+
+class _Rec:
+    """One record of the Map-Register being handled."""
+
+    __slots__ = ("canonical", "hit", "iid", "pkey", "raw", "record", "ttl")
+
+    def __init__(  # noqa: PLR0917 - made once per record, on the hot path
+        self, raw: bytes, pkey: int | None, iid: int | None, ttl: int, record: MappingRecord | None,
+                 hit: _Reg | None, canonical: bool) -> None:
+        self.raw = raw
+        self.pkey = pkey
+        self.iid = iid
+        self.ttl = ttl
+        self.record = record
+        self.hit = hit  # a registration with this very record (decoded and accepted before)
+        self.canonical = canonical
+
+    def decoded(self) -> MappingRecord:
+        if self.record is None:
+            self.record = decode_mapping_record(self.raw, 0, 0)[0]
+        return self.record
+
+
+class _Msg:
+    """A Map-Register parsed once (RFC 9301 §5.6), without ``ipaddress`` objects where it can."""
+
+    __slots__ = ("algorithm_id", "key_id", "nonce", "records", "records_end", "word", "xtr_id")
+
+    def __init__(  # noqa: PLR0917 - made once per Map-Register, on the hot path
+        self, word: int, nonce: int, key_id: int, algorithm_id: int, records: list[_Rec],
+                 xtr_id: int | None, records_end: int) -> None:
+        self.word = word
+        self.nonce = nonce
+        self.key_id = key_id
+        self.algorithm_id = algorithm_id
+        self.records = records
+        self.xtr_id = xtr_id
+        self.records_end = records_end
+
+
+# (site, key ID, xTR-ID or the source address as (family, int)): plain data, hashed in C, not by
+# ipaddress's __hash__ in Python on every Map-Register.
+NonceKey = tuple[str, int, object]
+
+
+def _nonce_ident(ident: object) -> object:
+    return (ident.version, int(ident)) if isinstance(ident, IPv4Address | IPv6Address) else ident
+# (site, packed prefix, 0 for an xTR-ID else the address family, xTR-ID or source): the paging
+# order, (site, family, network, length, xTR-IDs before addresses).
+SortKey = tuple[str, int, int, Any]
 
 
 class Refused(Exception):  # noqa: N818 - an outcome, not a failure of the server
@@ -188,9 +308,11 @@ def _ident_sort(ident: object) -> tuple[int, int, int]:
     return 0, 0, ident
 
 
-def _sort_key(key: RegKey) -> SortKey:
-    site, prefix, ident = key
-    return (site, prefix.version, int(prefix.network_address), prefix.prefixlen, *_ident_sort(ident))
+def _split(pkey: int) -> tuple[int, int, int]:
+    """(family, network, length) of a packed prefix (``negative.pack_prefix``)."""
+    if pkey < V6_FLAG:
+        return 4, pkey >> 6, pkey & 0x3F
+    return 6, (pkey ^ V6_FLAG) >> 8, pkey & 0xFF
 
 
 def _parse_cursor(cursor: str) -> SortKey:
@@ -199,11 +321,24 @@ def _parse_cursor(cursor: str) -> SortKey:
     except ValueError:
         raise ValueError(f"bad registrations cursor {cursor!r}") from None
     if (
-        not isinstance(raw, list) or len(raw) != 7 or not isinstance(raw[0], str)
+        not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[0], str)
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw[1:])
+        or raw[2] not in (0, 4, 6)
     ):
         raise ValueError(f"bad registrations cursor {cursor!r}")
-    return (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
+    ident: Any = raw[3]
+    try:
+        if raw[2] == 4:
+            ident = IPv4Address(ident)
+        elif raw[2] == 6:
+            ident = IPv6Address(ident)
+    except ValueError:
+        raise ValueError(f"bad registrations cursor {cursor!r}") from None
+    return (raw[0], raw[1], raw[2], ident)
+
+
+def _cursor(key: SortKey) -> str:
+    return json.dumps([key[0], key[1], key[2], int(key[3])])
 
 
 class MapServer:
@@ -240,15 +375,26 @@ class MapServer:
         self.counters: Counter[str] = Counter()
         self.sites: dict[str, Site] = {}
         self._site_index: DualTable[tuple[Site, ...]] = DualTable()
+        # The same, packed, for a Map-Register's look-up: owners by packed prefix, and the
+        # configured lengths of each family, longest first.
+        self._site_keys: dict[int, tuple[Site, ...]] = {}
+        self._site_lens: dict[int, list[int]] = {4: [], 6: []}
+        self._site_nets: dict[str, tuple[Site, tuple[tuple[int, int, int, int], ...]]] = {}
+        self._key_bytes: dict[str, bytes] = {}
         # Registered and configured prefixes: what a negative reply must not overlap.
         self._known = PrefixSet()
         self._aggregates: DualTable[bool] = DualTable()
-        self._regs: dict[RegKey, Registration] = {}
-        self._by_prefix: DualTable[dict[RegKey, Registration]] = DualTable()
+        # Registrations by packed prefix: the one registration of the prefix, or the list of them.
+        self._by_prefix: dict[int, _Reg | list[_Reg]] = {}
+        self._count = 0
+        # How many registered prefixes of each (family, length): the lengths a look-up probes.
+        self._len_count: Counter[tuple[int, int]] = Counter()
+        self._lens: dict[int, list[int]] = {4: [], 6: []}
         self._site_count: Counter[str] = Counter()
         self._source_count: Counter[IPAddress] = Counter()
-        self._sorted: list[SortKey] = []
-        self._heap: list[tuple[float, int, bool, Any]] = []  # (expires, seq, is-nonce, key)
+        self._sorted = SortedList()  # SortKey of every registration
+        self._heap: list[tuple[float, _Reg]] = []  # (expires, registration)
+        self._nonce_heap: list[tuple[float, int, NonceKey]] = []  # (expires, seq, key)
         self._seq = 0
         self._high_water = 0  # the most registrations + nonce records held since the last compaction
         self._nonces: OrderedDict[NonceKey, tuple[int, float]] = OrderedDict()
@@ -270,15 +416,23 @@ class MapServer:
             for p in site.prefixes:
                 self._known.discard(p)
         self.sites = {}
+        self._key_bytes = {}
         by_prefix: dict[Prefix, list[Site]] = {}
         for site in sites:
             self.sites[site.name] = site
+            self._key_bytes[site.name] = site.key.encode()
             for p in site.prefixes:
                 by_prefix.setdefault(p, []).append(site)
                 self._known.add(p)
         self._site_index = DualTable()
+        self._site_keys = {}
+        lens: dict[int, set[int]] = {4: set(), 6: set()}
         for p, owners in by_prefix.items():
             self._site_index.insert(p, tuple(owners))
+            self._site_keys[pack(p)] = tuple(owners)
+            lens[p.version].add(p.prefixlen)
+        self._site_lens = {v: sorted(ls, reverse=True) for v, ls in lens.items()}
+        self._site_nets = {}
 
     def set_aggregates(self, prefixes: Iterable[Prefix]) -> None:
         """The aggregates this node announces ([eid].announce): holes in them get 15-minute negatives."""
@@ -288,6 +442,36 @@ class MapServer:
 
     def aggregates(self) -> list[Prefix]:
         return [p for p, _ in self._aggregates]
+
+    def _nets(self, site: Site) -> tuple[tuple[int, int, int, int], ...]:
+        """The site's prefixes as (family, network, length, packed), in configuration order."""
+        cached = self._site_nets.get(site.name)
+        if cached is None or cached[0] is not site:
+            nets = tuple((p.version, int(p.network_address), p.prefixlen, pack(p)) for p in site.prefixes)
+            cached = self._site_nets[site.name] = (site, nets)
+        return cached[1]
+
+    def _allows(self, site: Site, pkey: int) -> bool:
+        """``site.allows`` for a packed prefix."""
+        version, net, length = _split(pkey)
+        bits = 32 if version == 4 else 128
+        for v, pnet, plen, pk in self._nets(site):
+            if v == version and plen <= length and net >> (bits - plen) == pnet >> (bits - plen):
+                return pk == pkey or site.accept_more_specifics
+        return False
+
+    def _candidates(self, pkey: int) -> list[Site]:
+        """The sites whose configured prefixes cover ``pkey``, the most specific first."""
+        version, net, length = _split(pkey)
+        bits = 32 if version == 4 else 128
+        out: list[Site] = []
+        for plen in self._site_lens[version]:
+            if plen <= length:
+                host = bits - plen
+                owners = self._site_keys.get(pack_prefix(version, net >> host << host, plen))
+                if owners is not None:
+                    out.extend(owners)
+        return out
 
     # --- announcements -------------------------------------------------------------------
 
@@ -330,9 +514,9 @@ class MapServer:
             if site == old:
                 continue
             rekeyed = site is None or (site.key, site.algorithm_id) != (old.key, old.algorithm_id)
-            for key, reg in list(self._regs.items()):
-                if reg.site == name and (rekeyed or site is None or not site.allows(reg.prefix)):
-                    self._remove(key)
+            for reg in list(self._all()):
+                if reg.site == name and (rekeyed or site is None or not self._allows(site, reg.pkey)):
+                    self._remove(reg)
                     self.counters["dropped-on-reload"] += 1
             if rekeyed:
                 for nkey in [k for k in self._nonces if k[0] == name]:
@@ -372,97 +556,177 @@ class MapServer:
 
     def handle_register(self, data: bytes, src: IPAddress, sport: int, now: float) -> list[Out]:
         """A datagram on the Map-Server's UDP socket (a Map-Register, normally)."""
-        self.counters["received"] += 1
+        counters = self.counters
+        counters["received"] += 1
         try:
-            msg = decode(data)
+            if not data or data[0] >> 4 != MessageType.MAP_REGISTER:
+                decode(data)  # the error it raises, or another message type
+                counters["unexpected"] += 1
+                return []
+            msg = self._parse(data if isinstance(data, bytes) else bytes(data))
         except LispDecodeError as exc:
-            self.counters["malformed"] += 1
+            counters["malformed"] += 1
             log.debug("malformed message from %s:%d: %s", src, sport, exc)
             return []
-        if not isinstance(msg, MapRegister):
-            self.counters["unexpected"] += 1
-            return []
         try:
-            site, prefixes, verified = self._check(msg, data)
+            site, verified = self._check(msg, data)
             ident: object = msg.xtr_id if msg.xtr_id is not None else src
-            self._check_nonce(site, msg, ident, src, now)
-            self._check_caps(site, msg, prefixes, ident, src)
+            nkey = (site.name, msg.key_id, _nonce_ident(ident))
+            self._check_nonce(site, msg, nkey, src, now)
+            self._check_caps(site, msg, ident, src)
         except Refused as exc:
-            self.counters[f"refused:{exc.reason}"] += 1
+            counters[f"refused:{exc.reason}"] += 1
             self._note(logging.WARNING, exc.reason, src, now, "Map-Register from %s:%d refused, %s",
                        src, sport, exc)
             return []
-        self.counters["registered"] += 1
-        self.counters[f"auth:{verified.kind}"] += 1
+        counters["registered"] += 1
+        name = _AUTH_COUNTERS.get(verified.kind)
+        if name is None:
+            name = _AUTH_COUNTERS[verified.kind] = f"auth:{verified.kind}"
+        counters[name] += 1
         if verified.mac_over_xtr_id:
-            self.counters["auth:mac-over-xtr-id"] += 1
+            counters["auth:mac-over-xtr-id"] += 1
         longest = self.registration_timeout
-        for record, prefix in zip(msg.records, prefixes, strict=True):
-            key: RegKey = (site.name, prefix, ident)
-            if record.ttl == 0:
-                if key in self._regs:
-                    self._remove(key)
+        use_ttl = msg.word & _FLAG_T
+        for rec in msg.records:
+            assert rec.pkey is not None  # _check refused the others
+            if rec.ttl == 0:
+                reg = self._find(site.name, rec.pkey, ident)
+                if reg is not None:
+                    self._remove(reg)
                 continue
-            life = record.ttl * 60.0 if msg.use_ttl else self.registration_timeout
+            life = rec.ttl * 60.0 if use_ttl else self.registration_timeout
             longest = max(longest, life)
-            self._put(key, self._registration(
-                site, prefix, record, msg, src=src, sport=sport, now=now, expires=now + life))
+            self._put(site, rec, msg, ident, src, sport, now, now + life)
         if site.replay != REPLAY_OFF:
-            self._remember_nonce((site.name, msg.key_id, ident), msg.nonce, now + longest)
+            self._remember_nonce(nkey, msg.nonce, now + longest)
         out = self._reannounce(site)
-        if msg.want_map_notify:
-            out.append(self._notify(site, msg, src, sport))
+        if msg.word & _FLAG_WANT:
+            out.append(self._notify(site, msg, data, src, sport))
         return out
 
-    def _registration(
-        self, site: Site, prefix: Prefix, record: MappingRecord, msg: MapRegister, *, src: IPAddress,
-        sport: int, now: float, expires: float,
-    ) -> Registration:
-        if site.notify_to == NOTIFY_SOURCE_PORT:
-            # Behind NAT the registering address and port are the only way back in.
-            target: IPAddress | None = src
-            etr_port = sport
-        else:
-            # RFC 9301 §8.3: a replayed or spoofed Map-Register must not redirect the site's
-            # Map-Requests, so they only go to an RLOC the signed record names.
-            target = _etr_rloc(record, src)
-            etr_port = self.etr_port
-        return Registration(
-            site.name, prefix, record, src, sport, msg.xtr_id, msg.proxy_reply, now, expires,
-            target, etr_port,
-        )
+    def _parse(self, data: bytes) -> _Msg:
+        """Decode a Map-Register as ``decode`` does (the same errors), a record at a time.
 
-    def _notify(self, site: Site, msg: MapRegister, src: IPAddress, sport: int) -> SendUdp:
+        A record byte-identical to one registered for its prefix was decoded and accepted
+        before: it is not decoded again (the common case, a refresh).
+        """
+        n = len(data)
+        if n < _AUTH_DATA_OFFSET:
+            raise LispDecodeError(f"Map-Register: header truncated at offset {n}, need 16 bytes")
+        word, nonce, key_id, alg, auth_len = _HDR.unpack_from(data)
+        pos = _AUTH_DATA_OFFSET + auth_len
+        if pos > n:
+            raise LispDecodeError(
+                f"Map-Register: Authentication Data Length {auth_len} at offset 14 overruns the "
+                f"{n - _AUTH_DATA_OFFSET} bytes left"
+            )
+        records = []
+        for i in range(word & 0xFF):
+            scanned = self._scan(data, pos, n)
+            if isinstance(scanned, _Rec):
+                rec = scanned
+            else:
+                record, end = decode_mapping_record(data, pos, i)
+                raw = data[pos:end]
+                if scanned is None:  # not a plain IPv4/IPv6 EID: an LCAF, say
+                    prefix, iid = record_prefix(record)
+                    scanned = None if prefix is None else pack(prefix)
+                else:
+                    iid = None
+                rec = _Rec(raw, scanned, iid, record.ttl, record, None, record.encode() == raw)
+            pos += len(rec.raw)
+            records.append(rec)
+        records_end = pos
+        xtr_id = None
+        if word & _FLAG_I:
+            if pos + _XTR_TRAILER_LEN > n:
+                raise LispDecodeError(f"Map-Register: I bit set but xTR-ID/site-ID truncated at offset {pos}")
+            hi, lo, _site_id = _XTR.unpack_from(data, pos)
+            xtr_id = (hi << 64) | lo
+            pos += _XTR_TRAILER_LEN
+        if pos != n:
+            raise LispDecodeError(f"Map-Register: {n - pos} trailing bytes after the message at offset {pos}")
+        return _Msg(word, nonce, key_id, alg, records, xtr_id, records_end)
+
+    def _scan(self, data: bytes, pos: int, n: int) -> _Rec | int | None:
+        """The record at ``pos`` if it repeats the one registered for its prefix, else its packed
+        prefix when it is a plain one (the decoder checks the rest), else None.
+
+        RFC 9301 §5.4 layout: a 12-byte header ending with the EID's AFI, the EID, then per
+        locator 6 bytes, an AFI and the address.  Only plain IPv4/IPv6 addresses are walked
+        here; anything else is for the decoder.
+        """
+        eid_at = pos + 12
+        if eid_at > n or data[pos + 10] != 0:
+            return None
+        afi = data[pos + 11]
+        if afi == 1:
+            bits = 32
+        elif afi == 2:
+            bits = 128
+        else:
+            return None
+        end = eid_at + bits // 8
+        mask = data[pos + 5]
+        if end > n or mask > bits:
+            return None
+        for _ in range(data[pos + 4]):
+            if end + 8 > n or data[end + 6] != 0:
+                return None
+            lafi = data[end + 7]
+            if lafi == 1:
+                end += 12
+            elif lafi == 2:
+                end += 24
+            else:
+                return None
+        if end > n:
+            return None
+        net = int.from_bytes(data[eid_at:eid_at + bits // 8], "big")
+        host = bits - mask
+        pkey = pack_prefix(4 if bits == 32 else 6, net >> host << host, mask)
+        entry = self._by_prefix.get(pkey)
+        if entry is None:
+            return pkey
+        raw = data[pos:end]
+        for reg in (entry,) if entry.__class__ is _Reg else entry:  # type: ignore[union-attr]
+            if reg.raw == raw:
+                return _Rec(reg.raw, pkey, None, _U32.unpack_from(data, pos)[0], None, reg, reg.canonical)
+        return pkey
+
+    def _notify(self, site: Site, msg: _Msg, data: bytes, src: IPAddress, sport: int) -> SendUdp:
         # RFC 9301 §5.7: the Map-Notify copies the Map-Register's fields; its MAC is as long as
         # the one the ETR sent (deployed ETRs reject or misparse any other length).  No I bit
         # and no xTR-ID trailer: the §5.7 layout has neither.
-        notify = MapNotify(msg.nonce, msg.records, key_id=msg.key_id, algorithm_id=site.algorithm_id)
-        signed = sign_like(notify, site.key, msg)
+        if all(rec.canonical for rec in msg.records):
+            payload = notify_from_register(data, msg.records_end, self._key_bytes[site.name])
+        else:
+            # Records with bits our encoder does not keep: the Map-Notify carries them re-encoded.
+            notify = MapNotify(msg.nonce, tuple(rec.decoded() for rec in msg.records), key_id=msg.key_id,
+                               algorithm_id=site.algorithm_id)
+            payload = sign_like(notify, site.key, data).encode()
         self.counters["map-notify"] += 1
         # RFC 9301 §5.7, §8.2: to UDP 4342, not to the Map-Register's source port.
         port = sport if site.notify_to == NOTIFY_SOURCE_PORT else self.etr_port
-        return SendUdp(src, port, signed.encode(), sport=self.port)
+        return SendUdp(src, port, payload, sport=self.port)
 
-    def _check(self, msg: MapRegister, data: bytes) -> tuple[Site, list[Prefix], Verified]:
+    def _check(self, msg: _Msg, data: bytes) -> tuple[Site, Verified]:
         if not msg.records:
             raise Refused(UNKNOWN_SITE, "no records")
-        first, _ = record_prefix(msg.records[0])
-        candidates: list[Site] = []
-        if first is not None:
-            for _, owners in self._site_index.covering(first):
-                candidates.extend(owners)
+        first = msg.records[0]
+        candidates = [] if first.pkey is None else self._candidates(first.pkey)
         if not candidates:
-            raise Refused(UNKNOWN_SITE, f"no site covers EID-prefix {first or msg.records[0].eid}")
+            what = first.decoded().eid if first.pkey is None else unpack(first.pkey)
+            raise Refused(UNKNOWN_SITE, f"no site covers EID-prefix {what}")
         # Overlapping sites are told apart by whose key verifies.
         site = None
         verified = None
+        trailer = msg.xtr_id is not None
         for cand in candidates:
             if msg.key_id != 0 or msg.algorithm_id != cand.algorithm_id:
                 continue
-            try:
-                verified = authenticate(data, cand.key)
-            except LispDecodeError:
-                verified = None  # decode() took it: trailing bytes, which the MAC then cannot cover
+            verified = authenticate_decoded(data, self._key_bytes[cand.name], xtr_trailer=trailer)
             if verified is not None:
                 site = cand
                 break
@@ -475,24 +739,20 @@ class MapServer:
                     f"algorithm {cand.algorithm_id}",
                 )
             raise Refused(AUTH_MISMATCH, f"authentication data does not verify with site {cand.name}'s key")
-        prefixes: list[Prefix] = []
-        for record in msg.records:
-            prefix, iid = record_prefix(record)
-            if iid not in (None, 0):
-                raise Refused(IID_MISMATCH, f"instance ID {iid}, site {site.name} is in instance 0")
-            if prefix is None or not site.allows(prefix):
+        for rec in msg.records:
+            if rec.iid not in (None, 0):
+                raise Refused(IID_MISMATCH, f"instance ID {rec.iid}, site {site.name} is in instance 0")
+            if rec.pkey is None or not self._allows(site, rec.pkey):
                 more = "" if site.accept_more_specifics else " (more-specifics not accepted)"
-                raise Refused(
-                    OUTSIDE_SITE, f"{prefix or record.eid} is outside site {site.name}'s prefixes{more}"
-                )
-            prefixes.append(prefix)
-        return site, prefixes, verified
+                what = rec.decoded().eid if rec.pkey is None else unpack(rec.pkey)
+                raise Refused(OUTSIDE_SITE, f"{what} is outside site {site.name}'s prefixes{more}")
+        return site, verified
 
-    def _check_nonce(self, site: Site, msg: MapRegister, ident: object, src: IPAddress, now: float) -> None:
+    def _check_nonce(self, site: Site, msg: _Msg, nkey: NonceKey, src: IPAddress, now: float) -> None:
         """RFC 9301 §5.6: a nonce not greater than the last accepted one from this xTR and key."""
         if site.replay == REPLAY_OFF:
             return
-        last = self._nonces.get((site.name, msg.key_id, ident))
+        last = self._nonces.get(nkey)
         if last is None or msg.nonce > last[0]:
             return
         who = f"xTR-ID {msg.xtr_id:#x}" if msg.xtr_id is not None else f"ETR {src}"
@@ -505,15 +765,14 @@ class MapServer:
         self._note(logging.WARNING, "replay-accepted", src, now,
                    "Map-Register accepted (replay = log-only), %s", detail)
 
-    def _check_caps(
-        self, site: Site, msg: MapRegister, prefixes: list[Prefix], ident: object, src: IPAddress
-    ) -> None:
+    def _check_caps(self, site: Site, msg: _Msg, ident: object, src: IPAddress) -> None:
         new_site = 0
         new_source = 0
-        for prefix in {p for r, p in zip(msg.records, prefixes, strict=True) if r.ttl != 0}:
-            reg = self._regs.get((site.name, prefix, ident))
+        for pkey in {r.pkey for r in msg.records if r.ttl != 0}:
+            assert pkey is not None
+            reg = self._find(site.name, pkey, ident)
             new_site += reg is None
-            new_source += reg is None or reg.source != src
+            new_source += reg is None or (reg.source is not src and reg.source != src)
         if new_site and self._site_count[site.name] + new_site > self.max_per_site:
             raise Refused(OVER_SITE_CAP, f"site {site.name} has {self._site_count[site.name]} registrations, "
                                          f"the cap is {self.max_per_site} (max_registrations_per_site)")
@@ -523,40 +782,93 @@ class MapServer:
 
     # --- the registration table ----------------------------------------------------------
 
-    def _push(self, expires: float, is_nonce: bool, key: object) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (expires, self._seq, is_nonce, key))
-        if len(self._heap) > 2 * (len(self._regs) + len(self._nonces)) + _HEAP_SLACK:
-            # Refreshes leave stale entries behind; drop them all at once (amortised O(1)).
-            live: list[tuple[float, int, bool, Any]] = [
-                (r.expires, i, False, k) for i, (k, r) in enumerate(self._regs.items())]
-            live += [(e, len(live) + i, True, k) for i, (k, (_, e)) in enumerate(self._nonces.items())]
+    def _find(self, site: str, pkey: int, ident: object) -> _Reg | None:
+        entry = self._by_prefix.get(pkey)
+        if entry is None:
+            return None
+        for reg in (entry,) if entry.__class__ is _Reg else entry:  # type: ignore[union-attr]
+            if reg.site == site and (reg.ident is ident or reg.ident == ident):
+                return reg
+        return None
+
+    def _all(self) -> Iterator[_Reg]:
+        for entry in self._by_prefix.values():
+            if isinstance(entry, _Reg):
+                yield entry
+            else:
+                yield from entry
+
+    def _put(  # noqa: PLR0917 - internal, once per record
+        self, site: Site, rec: _Rec, msg: _Msg, ident: object, src: IPAddress, sport: int, now: float,
+             expires: float) -> None:
+        pkey = rec.pkey
+        assert pkey is not None
+        hit = rec.hit
+        # The same record from the same source: the same RLOC as last time.
+        rloc = hit.rloc if hit is not None and (hit.source is src or hit.source == src) else _etr_rloc(
+            rec.decoded(), src)
+        reg = self._find(site.name, pkey, ident)
+        if reg is None:
+            reg = _Reg()
+            reg.site, reg.pkey, reg.ident, reg.dead = site.name, pkey, ident, False
+            reg.source = src
+            reg.expires = expires
+            entry = self._by_prefix.get(pkey)
+            if entry is None:
+                self._by_prefix[pkey] = reg
+                self._known.add_packed(pkey)
+                self._count_length(pkey, 1)
+            elif isinstance(entry, _Reg):
+                self._by_prefix[pkey] = [entry, reg]
+            else:
+                entry.append(reg)
+            self._count += 1
+            self._site_count[site.name] += 1
+            self._source_count[src] += 1
+            self._sorted.add(reg.sort_key())
+            self._high_water = max(self._high_water, self._count + len(self._nonces))
+            self._push(expires, reg)
+        else:
+            if reg.source is not src and reg.source != src:
+                self._uncount_source(reg.source)
+                self._source_count[src] += 1
+                reg.source = src
+            if expires < reg.expires:
+                self._push(expires, reg)  # its heap entry is later: one more, due in time
+            reg.expires = expires
+        reg.raw = rec.raw
+        reg.canonical = rec.canonical
+        reg.sport = sport
+        reg.xtr_id = msg.xtr_id
+        reg.proxy_reply = bool(msg.word & _FLAG_P)
+        reg.registered_at = now
+        reg.rloc = rloc
+        if site.notify_to == NOTIFY_SOURCE_PORT:
+            # Behind NAT the registering address and port are the only way back in.
+            reg.etr_address, reg.etr_port = src, sport
+        else:
+            # RFC 9301 §8.3: a replayed or spoofed Map-Register must not redirect the site's
+            # Map-Requests, so they only go to an RLOC the signed record names.
+            reg.etr_address, reg.etr_port = rloc, self.etr_port
+
+    def _count_length(self, pkey: int, delta: int) -> None:
+        version, _, length = _split(pkey)
+        key = (version, length)
+        left = self._len_count[key] + delta
+        if left > 0:
+            self._len_count[key] = left
+        else:
+            del self._len_count[key]
+        if left in (0, 1):  # a length appeared or went: the probe list follows
+            self._lens[version] = sorted((ln for v, ln in self._len_count if v == version), reverse=True)
+
+    def _push(self, expires: float, reg: _Reg) -> None:
+        heapq.heappush(self._heap, (expires, reg))
+        if len(self._heap) > 2 * self._count + _HEAP_SLACK:
+            # Stale entries (removed or moved earlier) pile up: drop them all at once (amortised O(1)).
+            live = [(r.expires, r) for r in self._all()]
             heapq.heapify(live)
             self._heap = live
-            self._seq = len(live)
-
-    def _put(self, key: RegKey, reg: Registration) -> None:
-        old = self._regs.get(key)
-        self._regs[key] = reg
-        if old is None:
-            hit = self._by_prefix.get(reg.prefix)
-            if hit is None:
-                hit = {}
-                self._by_prefix.insert(reg.prefix, hit)
-                self._known.add(reg.prefix)
-            hit[key] = reg
-            self._site_count[reg.site] += 1
-            self._source_count[reg.source] += 1
-            insort(self._sorted, _sort_key(key))
-            self._high_water = max(self._high_water, len(self._regs) + len(self._nonces))
-        else:
-            by_prefix = self._by_prefix.get(reg.prefix)
-            assert by_prefix is not None
-            by_prefix[key] = reg
-            if old.source != reg.source:
-                self._uncount_source(old.source)
-                self._source_count[reg.source] += 1
-        self._push(reg.expires, False, key)
 
     def _uncount_source(self, source: IPAddress) -> None:
         left = self._source_count[source] - 1
@@ -565,25 +877,26 @@ class MapServer:
         else:
             del self._source_count[source]
 
-    def _remove(self, key: RegKey) -> Registration:
-        reg = self._regs.pop(key)
-        by_prefix = self._by_prefix.get(reg.prefix)
-        if by_prefix is not None:
-            by_prefix.pop(key, None)
-            if not by_prefix:
-                self._by_prefix.delete(reg.prefix)
-                self._known.discard(reg.prefix)
+    def _remove(self, reg: _Reg) -> None:
+        reg.dead = True
+        pkey = reg.pkey
+        entry = self._by_prefix.get(pkey)
+        if entry is reg:
+            del self._by_prefix[pkey]
+            self._known.discard_packed(pkey)
+            self._count_length(pkey, -1)
+        elif isinstance(entry, list):
+            entry.remove(reg)
+            if len(entry) == 1:
+                self._by_prefix[pkey] = entry[0]
+        self._count -= 1
         left = self._site_count[reg.site] - 1
         if left > 0:
             self._site_count[reg.site] = left
         else:
             del self._site_count[reg.site]
         self._uncount_source(reg.source)
-        sk = _sort_key(key)
-        i = bisect_left(self._sorted, sk)
-        if i < len(self._sorted) and self._sorted[i] == sk:
-            del self._sorted[i]
-        return reg
+        self._sorted.remove(reg.sort_key())
 
     def _remember_nonce(self, key: NonceKey, nonce: int, expires: float) -> None:
         last = self._nonces.get(key)
@@ -594,11 +907,19 @@ class MapServer:
             self._nonces.move_to_end(key)
         self._nonces[key] = (nonce, expires)
         self.nonce_changes += 1
-        self._high_water = max(self._high_water, len(self._regs) + len(self._nonces))
+        self._high_water = max(self._high_water, self._count + len(self._nonces))
         while len(self._nonces) > self.max_nonces:
             self._nonces.popitem(last=False)
             self.counters["nonce-evicted"] += 1
-        self._push(expires, True, key)
+        if last is None:
+            # A record's expiry only moves later: its heap entry is moved when it comes up.
+            self._seq += 1
+            heapq.heappush(self._nonce_heap, (expires, self._seq, key))
+            if len(self._nonce_heap) > 2 * len(self._nonces) + _HEAP_SLACK:
+                live = [(e, i, k) for i, (k, (_, e)) in enumerate(self._nonces.items())]
+                heapq.heapify(live)
+                self._nonce_heap = live
+                self._seq = len(live)
 
     # --- expiry ----------------------------------------------------------------------------
 
@@ -607,21 +928,30 @@ class MapServer:
         touched: set[str] = set()
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, is_nonce, key = heapq.heappop(heap)
-            if is_nonce:
-                entry = self._nonces.get(key)
-                if entry is not None and entry[1] <= now:
-                    del self._nonces[key]
-                    self.nonce_changes += 1
+            _, reg = heap[0]
+            if reg.dead:
+                heapq.heappop(heap)
                 continue
-            reg = self._regs.get(key)
-            if reg is None or reg.expires > now:
-                continue  # stale: refreshed or removed since
-            self._remove(key)
+            if reg.expires > now:  # refreshed since: its entry moves
+                heapq.heapreplace(heap, (reg.expires, reg))
+                continue
+            heapq.heappop(heap)
+            self._remove(reg)
             touched.add(reg.site)
             self.counters["expired"] += 1
             self._note(logging.INFO, "registration expired", reg.site, now,
-                       "registration of %s for %s from %s expired", reg.site, reg.prefix, reg.source)
+                       "registration of %s for %s from %s expired", reg.site, unpack(reg.pkey), reg.source)
+        nheap = self._nonce_heap
+        while nheap and nheap[0][0] <= now:
+            _, seq, key = nheap[0]
+            entry = self._nonces.get(key)
+            if entry is not None and entry[1] > now:
+                heapq.heapreplace(nheap, (entry[1], seq, key))
+                continue
+            heapq.heappop(nheap)
+            if entry is not None:
+                del self._nonces[key]
+                self.nonce_changes += 1
         self._flush_log(now)
         self._compact()
         out: list[Out] = []
@@ -634,35 +964,45 @@ class MapServer:
     def _compact(self) -> None:
         """Rebuild the tables once they hold a quarter of their peak: CPython dicts never shrink
         by deletion, so without this a flood's memory would stay after its registrations expired."""
-        size = len(self._regs) + len(self._nonces)
+        size = self._count + len(self._nonces)
         self._high_water = max(self._high_water, size)
         if self._high_water < _COMPACT_MIN or size * 4 > self._high_water:
             return
-        self._regs = dict(self._regs)
+        self._by_prefix = dict(self._by_prefix)
         self._nonces = OrderedDict(self._nonces)
         self._site_count = Counter(self._site_count)
         self._source_count = Counter(self._source_count)
-        for prefix, regs in list(self._by_prefix):
-            self._by_prefix.insert(prefix, dict(regs))
-        self._sorted = list(self._sorted)
-        self._heap = list(self._heap)
+        self._heap = [(r.expires, r) for r in self._all()]
+        heapq.heapify(self._heap)
+        self._nonce_heap = [(e, i, k) for i, (k, (_, e)) in enumerate(self._nonces.items())]
+        heapq.heapify(self._nonce_heap)
+        self._seq = len(self._nonce_heap)
         self._high_water = size
 
     def next_expiry(self) -> float | None:
         """When the earliest registration or nonce record expires (stale heap entries dropped)."""
         heap = self._heap
+        first: float | None = None
         while heap:
-            expires, _, is_nonce, key = heap[0]
-            if is_nonce:
-                entry = self._nonces.get(key)
-                if entry is not None and entry[1] == expires:
-                    return expires
+            expires, reg = heap[0]
+            if reg.dead:
+                heapq.heappop(heap)
+            elif reg.expires != expires:
+                heapq.heapreplace(heap, (reg.expires, reg))
             else:
-                reg = self._regs.get(key)
-                if reg is not None and reg.expires == expires:
-                    return expires
-            heapq.heappop(heap)
-        return None
+                first = expires
+                break
+        nheap = self._nonce_heap
+        while nheap:
+            expires, seq, key = nheap[0]
+            entry = self._nonces.get(key)
+            if entry is None:
+                heapq.heappop(nheap)
+            elif entry[1] != expires:
+                heapq.heapreplace(nheap, (entry[1], seq, key))
+            else:
+                return expires if first is None else min(first, expires)
+        return first
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has work: an expiry or a pending log summary."""
@@ -672,11 +1012,17 @@ class MapServer:
     # --- views -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._regs)
+        return self._count
+
+    def _view(self, reg: _Reg) -> Registration:
+        return Registration(
+            reg.site, unpack(reg.pkey), decode_mapping_record(reg.raw, 0, 0)[0], reg.source, reg.sport,
+            reg.xtr_id, reg.proxy_reply, reg.registered_at, reg.expires, reg.etr_address, reg.etr_port,
+        )
 
     def registrations(self) -> list[Registration]:
         """Every registration, in paging order (site, prefix, xTR-ID / source).  Prefer the pages."""
-        items, _ = self.registrations_page(None, len(self._regs) or 1)
+        items, _ = self.registrations_page(None, self._count or 1)
         return items
 
     def registrations_page(
@@ -690,40 +1036,51 @@ class MapServer:
         """
         if limit < 1:
             raise ValueError(f"limit {limit} must be at least 1")
-        start = 0 if after is None else bisect_right(self._sorted, _parse_cursor(after))
-        keys = self._sorted[start:start + limit]
-        items = []
+        keys: Iterable[SortKey] = iter(self._sorted) if after is None else self._sorted.after(
+            _parse_cursor(after))
+        items: list[Registration] = []
+        last: SortKey | None = None
+        more = False
         for sk in keys:
-            site, version, net, length, kind, iver, ident_int = sk
-            prefix = (IPv4Network if version == 4 else IPv6Network)((net, length))
-            ident: object = ident_int
-            if kind == 1:
-                ident = IPv4Address(ident_int) if iver == 4 else IPv6Address(ident_int)
-            items.append(self._regs[(site, prefix, ident)])
-        more = start + limit < len(self._sorted)
-        return items, (json.dumps(list(keys[-1])) if more and keys else None)
+            if len(items) == limit:
+                more = True
+                break
+            reg = self._find(sk[0], sk[1], sk[3])
+            assert reg is not None
+            items.append(self._view(reg))
+            last = sk
+        return items, (_cursor(last) if more and last is not None else None)
 
     def site_counts(self) -> dict[str, int]:
         """Live registrations per site (sites with none are absent)."""
         return dict(self._site_count)
 
     def stats(self) -> dict[str, int]:
-        return {"registrations": len(self._regs), "sites_registered": len(self._site_count),
-                "sources": len(self._source_count), "nonces": len(self._nonces), "heap": len(self._heap)}
+        return {"registrations": self._count, "sites_registered": len(self._site_count),
+                "sources": len(self._source_count), "nonces": len(self._nonces),
+                "heap": len(self._heap) + len(self._nonce_heap)}
+
+    def _live(self, eid: IPAddress, now: float) -> list[_Reg]:
+        """Live registrations of the most specific registered prefix covering ``eid``: the
+        registered lengths, longest first, one dict probe each."""
+        version = eid.version
+        bits = 32 if version == 4 else 128
+        x = int(eid)
+        by_prefix = self._by_prefix
+        for length in self._lens[version]:
+            host = bits - length
+            entry = by_prefix.get(pack_prefix(version, x >> host << host, length))
+            if entry is None:
+                continue
+            # Expired but not yet ticked away: a less specific registration may still hold.
+            live = [r for r in ((entry,) if isinstance(entry, _Reg) else entry) if r.expires > now]
+            if live:
+                return live
+        return []
 
     def lookup(self, eid: IPAddress, now: float) -> list[Registration]:
         """Live registrations of the most specific registered prefix covering ``eid``."""
-        hit = self._by_prefix.lookup(eid)
-        if hit is None:
-            return []
-        live = [r for r in hit[1].values() if r.expires > now]
-        if not live:
-            # Expired but not yet ticked away: a less specific registration may still hold.
-            for _, regs in self._by_prefix.covering(hit[0])[1:]:
-                live = [r for r in regs.values() if r.expires > now]
-                if live:
-                    break
-        return live
+        return [self._view(r) for r in self._live(eid, now)]
 
     # --- nonce persistence (the edge stores this as JSON) ------------------------------------
 
@@ -735,8 +1092,8 @@ class MapServer:
                 continue
             item: dict[str, Any] = {"site": site, "key_id": key_id, "nonce": nonce,
                                     "expires_in": round(expires - now, 3)}
-            if isinstance(ident, IPv4Address | IPv6Address):
-                item["etr"] = str(ident)
+            if isinstance(ident, tuple):
+                item["etr"] = str(IPv4Address(ident[1]) if ident[0] == 4 else IPv6Address(ident[1]))
             else:
                 item["xtr_id"] = ident
             out.append(item)
@@ -764,7 +1121,7 @@ class MapServer:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"nonce table: record {i}: {exc}") from None
             if left > 0 and site in self.sites:
-                parsed.append(((site, key_id, ident), nonce, now + left))
+                parsed.append(((site, key_id, _nonce_ident(ident)), nonce, now + left))
         for key, nonce, expires in parsed:
             self._remember_nonce(key, nonce, expires)
         return len(parsed)
@@ -817,7 +1174,7 @@ class MapServer:
         if not isinstance(eid, IPv4Address | IPv6Address):
             self.counters["unsupported-eid"] += 1
             return []
-        regs = self.lookup(eid, now)
+        regs = self._live(eid, now)
         if regs:
             if any(r.proxy_reply for r in regs):
                 return self._proxy_reply(request, regs, src, sport)
@@ -830,29 +1187,28 @@ class MapServer:
             self.counters["no-itr-rloc"] += 1
         return itr
 
-    def _proxy_reply(
-        self, request: MapRequest, regs: list[Registration], src: IPAddress, sport: int
-    ) -> list[Out]:
+    def _proxy_reply(self, request: MapRequest, regs: list[_Reg], src: IPAddress, sport: int) -> list[Out]:
         itr = self._reply_to(request, src)
         if itr is None:
             return []
+        records = {id(r): decode_mapping_record(r.raw, 0, 0)[0] for r in regs}
         seen: dict[object, Locator] = {}
-        for reg in sorted(regs, key=lambda r: _ident_sort(r.xtr_id if r.xtr_id is not None else r.source)):
-            for loc in reg.record.locators:
+        for reg in sorted(regs, key=lambda r: _ident_sort(r.ident)):
+            for loc in records[id(reg)].locators:
                 # RFC 9301 §5.4: a proxy Map-Reply clears the L bit on every locator.
                 seen.setdefault(loc.address, replace(loc, local=False) if loc.local else loc)
-        first = regs[0]
+        first = records[id(regs[0])]
         record = MappingRecord(
-            first.record.eid, first.record.mask_len, ttl=min(r.record.ttl for r in regs),
+            first.eid, first.mask_len, ttl=min(r.ttl for r in records.values()),
             # RFC 9301 §5.5: the Locator-Set in ascending address order.
             locators=sorted_locators(seen.values()),
-            action=first.record.action, authoritative=False, map_version=first.record.map_version,
+            action=first.action, authoritative=False, map_version=first.map_version,
         )
         self.counters["proxy-reply"] += 1
         return [SendUdp(itr, sport, MapReply(request.nonce, (record,)).encode(), sport=self.port)]
 
     def _to_etr(
-        self, regs: list[Registration], raw: bytes, *, src: IPAddress, dst: IPAddress, sport: int, ttl: int,
+        self, regs: list[_Reg], raw: bytes, *, src: IPAddress, dst: IPAddress, sport: int, ttl: int,
         packet: bytes | None,
     ) -> list[Out]:
         etrs = sorted(

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from ipaddress import IPv4Address, IPv6Address
 
-IPAddress = IPv4Address | IPv6Address
+from alt_router.types import IPAddress
 
 DEFAULT_MAX_PREFIXES = 16384
 IPV4_PREFIX_LEN = 24

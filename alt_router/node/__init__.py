@@ -1,1 +1,1 @@
-"""An ALT node: its configuration (and, later, the daemon that wires it up)."""
+"""An ALT node: its configuration, the decision core, and the daemon that wires the parts together."""

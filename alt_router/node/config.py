@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
-    IPv4Network,
     IPv6Address,
     IPv6Interface,
-    IPv6Network,
     ip_address,
     ip_interface,
     ip_network,
@@ -30,9 +28,8 @@ from typing import Any, Literal, TypeVar, cast
 from alt_router.alt.icmp import IcmpLimits
 from alt_router.rib.aggregate import AggregateSpec
 from alt_router.rib.fib import FIB_KINDS, FibKind
+from alt_router.types import IPAddress, Prefix
 
-IPAddress = IPv4Address | IPv6Address
-Prefix = IPv4Network | IPv6Network
 Interface = IPv4Interface | IPv6Interface
 
 TunnelMode = Literal["auto", "kernel", "userspace"]
@@ -101,7 +98,7 @@ class Underlay:
 
 
 @dataclass(frozen=True, slots=True)
-class Tunnel:
+class PeerTunnel:
     """Inner addresses of the GRE tunnel: the BGP session runs between them."""
 
     local_ipv4: IPv4Interface | None = None
@@ -127,7 +124,7 @@ class PeerConfig:
     name: str
     asn: int
     underlay: Underlay
-    tunnel: Tunnel
+    tunnel: PeerTunnel
     families: tuple[Family, ...]
     key: int | None = None
     md5_password: str | None = None
@@ -211,7 +208,7 @@ class Rloc:
 
 
 @dataclass(frozen=True, slots=True)
-class Mapping:
+class EtrMappingEntry:
     eid_prefix: Prefix
     rlocs: tuple[Rloc, ...]
     ttl: int = DEFAULT_RECORD_TTL
@@ -221,9 +218,12 @@ class Mapping:
 class EtrSection:
     enabled: bool = False
     map_servers: tuple[MapServerRef, ...] = ()
-    mappings: tuple[Mapping, ...] = ()
+    mappings: tuple[EtrMappingEntry, ...] = ()
     register_interval: int = DEFAULT_REGISTER_INTERVAL
     proxy_reply: bool = False
+    # RFC 6836 §3.1/§4: the ETR is attached to the ALT itself: its EID prefixes are announced into
+    # the ALT and the ALT datagrams for them are answered here (no Map-Server in between).
+    alt_attached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,7 +520,7 @@ def _read_aggregates(r: _Reader, t: dict[str, Any]) -> tuple[AggregateSpec, ...]
     return tuple(out)
 
 
-def _read_tunnel(r: _Reader, t: dict[str, Any], path: str) -> Tunnel:
+def _read_tunnel(r: _Reader, t: dict[str, Any], path: str) -> PeerTunnel:
     lv4 = r.get(t, "local_ipv4", path, _interface, None)
     rv4 = r.get(t, "remote_ipv4", path, _address, None)
     lv6 = r.get(t, "local_ipv6", path, _interface, None)
@@ -549,7 +549,7 @@ def _read_tunnel(r: _Reader, t: dict[str, Any], path: str) -> Tunnel:
         out[lk], out[rk] = local, remote
     if lv4 is None and lv6 is None and rv4 is None and rv6 is None:
         r.error(path, "needs local_ipv4/remote_ipv4 and/or local_ipv6/remote_ipv6")
-    return Tunnel(**out)
+    return PeerTunnel(**out)
 
 
 def _read_peer(r: _Reader, t: dict[str, Any], path: str, node: NodeSection | None,
@@ -763,7 +763,7 @@ def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
         r.done(mt, mp)
         if None not in (addr, key, algorithm, auth_length):
             servers.append(MapServerRef(addr, key, algorithm, auth_length))
-    mappings: list[Mapping] = []
+    mappings: list[EtrMappingEntry] = []
     for mp, mt in r.tables(t, "mappings", p):
         prefix = r.get(mt, "eid_prefix", mp, _prefix)
         ttl = r.get(mt, "ttl", mp, _int_range(0, 0xFFFFFFFF), DEFAULT_RECORD_TTL)
@@ -781,16 +781,18 @@ def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
             r.error(f"{mp}.rlocs", "must list at least one RLOC ([[etr.mappings.rlocs]] or rlocs = [...])")
         r.done(mt, mp)
         if prefix is not None and rlocs:
-            mappings.append(Mapping(prefix, tuple(rlocs), ttl))
+            mappings.append(EtrMappingEntry(prefix, tuple(rlocs), ttl))
     interval = r.get(t, "register_interval", p, _int_range(1, 86400), DEFAULT_REGISTER_INTERVAL)
     proxy = r.get(t, "proxy_reply", p, _bool, False)
+    alt_attached = r.get(t, "alt_attached", p, _bool, False)
     r.done(t, p)
     if enabled and not r.problems:
-        if not servers:
-            r.error(f"{p}.map_servers", "an enabled ETR needs at least one [[etr.map_servers]]")
+        if not servers and not alt_attached:
+            r.error(f"{p}.map_servers", "an enabled ETR needs at least one [[etr.map_servers]] "
+                                        "(or alt_attached = true)")
         if not mappings:
             r.error(f"{p}.mappings", "an enabled ETR needs at least one [[etr.mappings]]")
-    return EtrSection(enabled, tuple(servers), tuple(mappings), interval, proxy)
+    return EtrSection(enabled, tuple(servers), tuple(mappings), interval, proxy, bool(alt_attached))
 
 
 def _read_icmp(r: _Reader, doc: dict[str, Any]) -> IcmpLimits:
@@ -821,6 +823,13 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
     mr = _read_map_resolver(r, doc)
     ms = _read_map_server(r, doc, eid)
     etr = _read_etr(r, doc)
+    if etr.alt_attached and eid.accept:
+        # Announced into the ALT: outside the accepted space every ALT node would refuse it.
+        for i, m in enumerate(etr.mappings):
+            if not eid.accepts(m.eid_prefix):
+                r.error(f"etr.mappings[{i}].eid_prefix",
+                        f"{m.eid_prefix} is outside the accepted EID space (eid.accept), "
+                        "which an ALT-attached ETR announces into")
     icmp = _read_icmp(r, doc)
     r.done(doc, "")
     if r.problems or node is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
 
@@ -35,11 +35,12 @@ from alt_router.bgp.exabgp_config import next_hop_for
 from alt_router.node.config import NodeConfig, PeerConfig
 from alt_router.rib import EventStream, Path, PeerInfo, Rib, RouteChange, TeardownPeer
 from alt_router.rib.aggregate import AggregateChange, AggregateRoute, Aggregator
+from alt_router.rib.events import AggregateEvent, AggregateKind
 from alt_router.rib.rib import Output
+from alt_router.types import Prefix
 
 log = logging.getLogger(__name__)
 
-Prefix = IPv4Network | IPv6Network
 # Above this many routes a status snapshot lists counts only: dumping a full table every few seconds
 # would cost more than the routing itself.
 SNAPSHOT_ROUTE_LIMIT = 10_000
@@ -75,6 +76,12 @@ def announce_command(peer: PeerConfig, prefix: Prefix, path: Path | None, local_
         cmd += " ( " + " ".join(str(a) for a in path.as_set) + " )"
     if path.communities:
         cmd += " community [ " + " ".join(f"{a}:{b}" for a, b in path.communities) + " ]"
+    attrs = path.attributes
+    # An aggregate's marks travel with it across every transit (RFC 4271 §5.1.6, §5.1.7).
+    if attrs.atomic_aggregate:
+        cmd += " atomic-aggregate"
+    if attrs.aggregator is not None:
+        cmd += f" aggregator ( {attrs.aggregator} )"
     return cmd
 
 
@@ -114,9 +121,15 @@ class NodeCore:
         self.aggregator = Aggregator(config.eid.aggregates)
         # more-specific -> the summary-only aggregate that keeps it from the peers
         self.suppressed: dict[Prefix, Prefix] = {}
+        # The active aggregates, and who wants to hear when that set changes (the forwarder's
+        # discard table, through the data-plane thread: ``watch_aggregates``).
+        self._active: set[Prefix] = set()
+        self._aggregate_listener: Callable[[list[Prefix]], object] | None = None
+        changes: list[AggregateChange] = []
         for prefix in self.static:
-            self.aggregator.update(prefix, ())
-        self.aggregator.start()  # announced with everything else when the bridge connects
+            changes += self.aggregator.update(prefix, ())
+        changes += self.aggregator.start()
+        self._note_aggregates(changes)  # announced with everything else when the bridge connects
         self.hello: Hello | None = None
         self.teardowns: list[TeardownPeer] = []
         self._peers = {p.name: p for p in config.peers}
@@ -221,8 +234,8 @@ class NodeCore:
         for prefix in self.dynamic:
             if prefix not in self.suppressed:
                 cmds += self._own_commands(prefix, announce=True)
-        for route in self.aggregator.routes():
-            cmds += self._aggregate_commands(AggregateChange(route.prefix, route))
+        # A re-send, not a change: nothing for the event stream.
+        cmds += self._render_aggregates(AggregateChange(r.prefix, r) for r in self.aggregator.routes())
         for prefix, path in self.exported.items():
             cmds += [announce_command(p, prefix, path, self.local_asn) for p in self._eligible(path)]
         return cmds
@@ -305,8 +318,9 @@ class NodeCore:
         del self.dynamic[p]
         learned = self.rib.get(p)
         contribution = (*learned.as_path, *learned.as_set) if learned is not None else None
-        cmds = self._aggregate_commands(
-            *self.aggregator.update(p, contribution, learned.origin if learned else "igp"))
+        cmds = self._aggregate_commands(*self.aggregator.update(
+            p, contribution, learned.origin if learned else "igp",
+            learned.attributes.atomic_aggregate if learned else False))
         hidden = self.suppressed.pop(p, None) is not None
         if learned is not None:
             agg = self.aggregator.suppressed_by(p)
@@ -357,7 +371,46 @@ class NodeCore:
                   action.reason)
         return [api.teardown(peer.tunnel.session[1], api.CEASE_MAX_PREFIX)]
 
+    def watch_aggregates(self, listener: Callable[[list[Prefix]], object]) -> None:
+        """Call ``listener`` with the active aggregates now and whenever that set changes."""
+        self._aggregate_listener = listener
+        listener(self.active_aggregates())
+
+    def active_aggregates(self) -> list[Prefix]:
+        return sorted(self._active, key=lambda p: (p.version, p))
+
+    def _note_aggregates(self, changes: Iterable[AggregateChange]) -> None:
+        """Publish each change on the event stream; tell the listener if the active set moved."""
+        moved = False
+        kind: AggregateKind
+        for change in changes:
+            if change.route is None:
+                kind = "withdraw"
+                self._active.discard(change.prefix)
+                moved = True
+            elif change.prefix in self._active:
+                kind = "change"
+            else:
+                kind = "originate"
+                self._active.add(change.prefix)
+                moved = True
+            self.rib.stream.publish(AggregateEvent(kind, change.prefix, change.route))
+        if moved and self._aggregate_listener is not None:
+            self._aggregate_listener(self.active_aggregates())
+
+    def aggregates_view(self) -> list[dict[str, Any]]:
+        """Every configured aggregate with its state (``Aggregator.view``), for the API and ``show``."""
+        return self.aggregator.view()
+
+    def suppressed_by(self, prefix: Prefix) -> Prefix | None:
+        """The summary-only aggregate keeping ``prefix`` from the peers, if any."""
+        return self.suppressed.get(prefix)
+
     def _aggregate_commands(self, *changes: AggregateChange) -> list[str]:
+        self._note_aggregates(changes)
+        return self._render_aggregates(changes)
+
+    def _render_aggregates(self, changes: Iterable[AggregateChange]) -> list[str]:
         cmds: list[str] = []
         for change in changes:
             route = change.route
@@ -385,7 +438,8 @@ class NodeCore:
         if self.aggregator:  # one len() on the ingest hot path when no aggregate is configured
             agg_cmds = self._aggregate_commands(*self.aggregator.update(
                 prefix, (*new.as_path, *new.as_set) if new is not None else None,
-                new.origin if new is not None else "igp"))
+                new.origin if new is not None else "igp",
+                new.attributes.atomic_aggregate if new is not None else False))
             agg = self.aggregator.suppressed_by(prefix) if new is not None else None
             if agg is not None:
                 self.suppressed[prefix] = agg

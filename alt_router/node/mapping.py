@@ -37,9 +37,10 @@ from typing import Any, Final, Protocol
 from alt_router.alt.forwarder import AltForwarder
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import Drop, Forward, Local, Verdict
-from alt_router.lisp import LISP_CONTROL_PORT, MessageType
+from alt_router.inet import InetError, parse_ip, parse_udp
+from alt_router.lisp import LISP_CONTROL_PORT, LispDecodeError, MapRequest, MessageType, decode
 from alt_router.logsummary import LogSummary
-from alt_router.mapping.actions import Action, Announce, IPAddress, Prefix, SendAlt, SendIp, SendUdp, Withdraw
+from alt_router.mapping.actions import Action, Announce, SendAlt, SendIp, SendUdp, Withdraw
 from alt_router.mapping.etr import Etr, EtrMappingConfig, EtrRloc, MapServerTarget, initial_nonce
 from alt_router.mapping.map_resolver import MapResolver
 from alt_router.mapping.map_server import ALGORITHMS, MapServer, Registration, Site
@@ -48,11 +49,13 @@ from alt_router.node.etr_state import NonceStore, nonce_path
 from alt_router.node.ms_state import MapServerNonceStore, nonce_table_path
 from alt_router.rib import Rib
 from alt_router.sockdrops import RX_BUFFER_OVERFLOW, socket_drops
+from alt_router.types import IPAddress, Prefix
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE: Final = 65535
 BATCH: Final = 64
+PEER_CACHE: Final = 4096  # source addresses parsed once (cleared when full: a flood of sources)
 # Dropped datagrams are logged once per (reason, source), then summed up every DROP_LOG_INTERVAL
 # seconds; past DROP_LOG_SOURCES sources in an interval the rest share one line.  At most
 # about 3 lines a second, whatever is sent to port 4342.
@@ -202,6 +205,8 @@ class NodeMapping:
         self.tunnel_sender: TunnelSender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: dict[int, socket.socket] = {}
+        self._peers: dict[Any, tuple[IPAddress, int]] = {}  # recvfrom's peer -> (address, port)
+        self._texts: dict[IPAddress, str] = {}  # an address -> its text, for sendto
         self._raw: dict[int, socket.socket | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._icmp_pending = False
@@ -220,6 +225,11 @@ class NodeMapping:
     def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
         """Peers added or removed by a config reload: the forwarder's peer-to-tunnel map."""
         self._in_dataplane(self.forwarder.set_tunnels, tunnels)
+
+    def set_discard(self, prefixes: Iterable[Prefix]) -> None:
+        """The node's active aggregates changed (``NodeCore.watch_aggregates``): holes in them
+        are no route for the forwarder (RFC 6836 §7.1, ``AltForwarder.set_discard``)."""
+        self._in_dataplane(self.forwarder.set_discard, list(prefixes))
 
     def _in_dataplane(self, fn: Callable[..., object], *args: object) -> None:
         """Run a change to the forwarder where its packet decisions run, and wait for it.
@@ -271,7 +281,19 @@ class NodeMapping:
                      ", ".join(str(s.getsockname()[0]) for s in self._udp.values()))
         if self.ms is not None:
             self.execute(self.ms.start())
+        for prefix in self.alt_attached_prefixes():
+            # RFC 6836 §4: an ETR attached to the ALT originates its own EID-prefixes there (a
+            # run-time origination, so an [[eid.aggregates]] covering them sees a contributor).
+            self._in_dataplane(self.forwarder.add_local, prefix)
+            self._announce(prefix)
+            log.info("announcing %s into the ALT (ALT-attached ETR)", prefix)
         self._reschedule()
+
+    def alt_attached_prefixes(self) -> list[Prefix]:
+        """The ETR's EID-prefixes when it is ALT-attached (``[etr] alt_attached``), else none."""
+        if self.etr is None or not self.config.etr.alt_attached:
+            return []
+        return [m.eid_prefix for m in self.config.etr.mappings]
 
     def stop(self) -> None:
         if self.ms is not None and self.ms_nonces is not None:
@@ -337,11 +359,45 @@ class NodeMapping:
                 self._loop.call_soon_threadsafe(self._flush_icmp)
 
     def _on_local(self, tunnel: str, packet: bytes) -> None:
-        """An ALT datagram for one of our local (Map-Server) prefixes."""
+        """An ALT datagram for one of our local (Map-Server or ALT-attached ETR) prefixes."""
         self.counters["alt-local"] += 1
+        if self.etr is not None and self.config.etr.alt_attached and self._to_attached_etr(packet):
+            return
         if self.ms is None:
             return
         self.execute(self.ms.handle_alt(packet, self.clock()))
+
+    def _to_attached_etr(self, packet: bytes) -> bool:
+        """Answer an ALT datagram for one of the ALT-attached ETR's EIDs; False if it is not for it.
+
+        RFC 6836 §4 (and §3.1): the ALT delivers the Map-Request to the ETR, which answers with
+        an authoritative Map-Reply straight to the ITR-RLOC (RFC 9301 §5.5), at the port the
+        request came from; no Map-Server in between.
+        """
+        assert self.etr is not None
+        try:
+            ip = parse_ip(packet)
+            udp = parse_udp(ip)
+        except InetError:
+            return False  # the Map-Server (if any) counts it as malformed
+        if not any(m.prefix.version == ip.dst.version and ip.dst in m.prefix for m in self.etr.mappings):
+            return False
+        self.counters["to-etr"] += 1
+        self.counters["alt-to-etr"] += 1
+        if not udp.checksum_ok:
+            self.etr.counters["malformed"] += 1
+            return True
+        try:
+            msg = decode(udp.payload)
+        except LispDecodeError:
+            self.etr.counters["malformed"] += 1
+            return True
+        if not isinstance(msg, MapRequest):
+            self.etr.counters["unexpected"] += 1
+            return True
+        self.etr.counters["alt-received"] += 1
+        self.execute(self.etr.reply(msg, udp.sport, ip.src.version))
+        return True
 
     # --- UDP 4342 ----------------------------------------------------------------------------
 
@@ -356,14 +412,21 @@ class NodeMapping:
                 self.counters["recv-error"] += 1
                 self._note_drop("recv-error", f"UDP {self.port}", exc.strerror or exc)
                 continue
-            try:
-                src = IPv4Address(peer[0]) if sock.family == socket.AF_INET else \
-                    IPv6Address(peer[0].split("%", 1)[0])
-            except ValueError:
-                self.counters["malformed"] += 1
-                self._note_drop("malformed", peer[0], "unparsable source address")
-                continue
-            self.receive(data, src, peer[1])
+            # One address object per peer, not per datagram: parsing the text costs more than
+            # the look-up, and the Map-Server keeps the object in each of the peer's registrations.
+            known = self._peers.get(peer)
+            if known is None:
+                try:
+                    src = IPv4Address(peer[0]) if sock.family == socket.AF_INET else \
+                        IPv6Address(peer[0].split("%", 1)[0])
+                except ValueError:
+                    self.counters["malformed"] += 1
+                    self._note_drop("malformed", peer[0], "unparsable source address")
+                    continue
+                if len(self._peers) >= PEER_CACHE:
+                    self._peers.clear()
+                known = self._peers[peer] = (src, peer[1])
+            self.receive(data, known[0], known[1])
         self._reschedule()
 
     def receive(self, data: bytes, src: IPAddress, sport: int) -> None:
@@ -449,7 +512,13 @@ class NodeMapping:
             self.counters["send-error"] += 1
             return
         try:
-            sock.sendto(action.payload, (str(action.dst), action.dport))
+            # The text of an address is made in Python each time: once per peer is enough.
+            text = self._texts.get(action.dst)
+            if text is None:
+                if len(self._texts) >= PEER_CACHE:
+                    self._texts.clear()
+                text = self._texts[action.dst] = str(action.dst)
+            sock.sendto(action.payload, (text, action.dport))
         except OSError as exc:
             self.counters["send-error"] += 1
             self._note_drop("send-error", action.dst, exc.strerror or exc)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from alt_router.node.config import NodeConfig, PeerConfig, Prefix, SiteConfig
+from alt_router.node.config import NodeConfig, PeerConfig, SiteConfig
+from alt_router.types import Prefix
 
 # Peer settings a running node applies without touching the session.
 LIVE_PEER_KEYS = frozenset({"max_prefix"})

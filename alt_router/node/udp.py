@@ -9,7 +9,8 @@ import socket
 from collections.abc import Iterable
 
 from alt_router.inet import address
-from alt_router.mapping.actions import Action, IPAddress, SendUdp
+from alt_router.mapping.actions import Action, SendUdp
+from alt_router.types import IPAddress
 
 
 def family_of(addr: IPAddress) -> socket.AddressFamily:

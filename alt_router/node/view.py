@@ -1,6 +1,9 @@
 """The monitoring API's window onto a running ``Node`` (``alt_router.api.view.NodeView``).
 
-Reads the node's state directly: every call comes from the daemon's event loop.
+Reads the node's parts directly (``ViewedNode``: the daemon's ``Node`` has them; this module does
+not import the daemon): every call comes from the daemon's event loop.  Tunnel names are the
+node's own record (``Node.tunnel_names``), never recomputed here, so the API shows the names the
+engine uses, also after a reload renamed or removed peers.
 
 Counters are exported generically: each component's flat ``Counter`` is reshaped by
 ``shape_counters`` (``"a:b"`` names become ``{"a": {"b": n}}``, drop names go under
@@ -12,15 +15,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from alt_router import __version__
 from alt_router.api.view import JsonDict, peer_dicts, rib_lookup
-from alt_router.node.core import as_prefix
+from alt_router.gre.tunnel import Tunnels
+from alt_router.node.config import NodeConfig
+from alt_router.node.core import NodeCore, as_prefix
+from alt_router.node.mapping import NodeMapping
 from alt_router.rib import EventStream, Rib
 
-if TYPE_CHECKING:
-    from alt_router.node.daemon import Node
+
+class ViewedNode(Protocol):
+    """The parts of a node the API reads (``alt_router.node.daemon.Node`` has them)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def core(self) -> NodeCore: ...
+    @property
+    def stream(self) -> EventStream: ...
+    @property
+    def mapping(self) -> NodeMapping | None: ...
+    @property
+    def tunnels(self) -> Tunnels | None: ...
+    @property
+    def tunnel_names(self) -> Mapping[str, str]: ...  # peer name -> tunnel name
+
+    def announce(self, prefix: str) -> bool: ...
+    def withdraw(self, prefix: str) -> bool: ...
 
 # Counter names that count something dropped, refused or lost, by component (the names are the
 # components' own).  Anything else that looks like a drop (see ``is_drop``) is one too.
@@ -122,7 +145,7 @@ def registration_dict(reg: Any, now: float) -> JsonDict:
 
 
 class DaemonView:
-    def __init__(self, node: Node, clock: Any = time.time) -> None:
+    def __init__(self, node: ViewedNode, clock: Any = time.time) -> None:
         self.node = node
         self.clock = clock
         self.started_at = clock()
@@ -171,9 +194,9 @@ class DaemonView:
         return out
 
     def _tunnel_names(self) -> dict[str, str]:
-        from alt_router.node.daemon import tunnel_name  # noqa: PLC0415 - the daemon imports this module
-
-        return {tunnel_name(p, i): p.name for i, p in enumerate(self.node.config.peers)}
+        """Tunnel name -> peer name, in the config's peer order."""
+        names = self.node.tunnel_names
+        return {names[p.name]: p.name for p in self.node.config.peers if p.name in names}
 
     def _gre_stats(self) -> dict[str, Any]:
         tunnels = self.node.tunnels
@@ -208,7 +231,12 @@ class DaemonView:
         if found is not None:
             by_peer = {peer: name for name, peer in self._tunnel_names().items()}
             found["tunnel"] = by_peer.get(found["next_hop_peer"])
+            hidden_by = self.node.core.suppressed_by(as_prefix(found["prefix"]))
+            found["suppressed_by"] = str(hidden_by) if hidden_by is not None else None
         return found
+
+    def aggregates(self) -> list[JsonDict]:
+        return self.node.core.aggregates_view()
 
     def registrations(self, cursor: str | None, limit: int) -> tuple[list[JsonDict], str | None]:
         mapping = self.node.mapping

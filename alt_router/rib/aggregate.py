@@ -11,7 +11,8 @@ Loc-RIB route or one of the node's own originations strictly inside it.  With
 - ``as_set`` gives the aggregate an AS_SET of every AS in its contributors'
   paths, so a peer whose AS is among them will not take it back (loop
   prevention); without it the aggregate carries ATOMIC_AGGREGATE, since the
-  path information of the contributors is lost (RFC 4271 §5.1.6).  Both carry
+  path information of the contributors is lost (RFC 4271 §5.1.6), and also with
+  it when a contributor carries ATOMIC_AGGREGATE itself (§9.2.2.2).  Both carry
   AGGREGATOR (our AS and router ID, RFC 4271 §5.1.7), which the edge renders.
 - The aggregate's ORIGIN is INCOMPLETE if any contributor's is, else EGP if
   any is, else IGP (RFC 4271 §9.2.2.2).
@@ -26,12 +27,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from itertools import islice
 
 import pytricia
 
-Prefix = IPv4Network | IPv6Network
+from alt_router.types import Prefix
 
 _ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
 _RANK_ORIGIN = {v: k for k, v in _ORIGIN_RANK.items()}
@@ -73,9 +73,10 @@ class AggregateChange:
 @dataclass(slots=True)
 class _State:
     spec: AggregateSpec
-    contributors: dict[Prefix, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    contributors: dict[Prefix, tuple[tuple[int, ...], str, bool]] = field(default_factory=dict)
     asns: Counter[int] = field(default_factory=Counter)
     origins: Counter[str] = field(default_factory=Counter)
+    atomic: int = 0  # contributors that carry ATOMIC_AGGREGATE
     route: AggregateRoute | None = None
 
     def current(self) -> AggregateRoute | None:
@@ -86,7 +87,7 @@ class _State:
             self.spec.prefix,
             _RANK_ORIGIN[rank],
             tuple(sorted(self.asns)) if self.spec.as_set else (),
-            not self.spec.as_set,
+            not self.spec.as_set or self.atomic > 0,
             len(self.contributors),
         )
 
@@ -127,12 +128,13 @@ class Aggregator:
             key = tree.parent(key)
 
     def update(
-        self, prefix: Prefix, as_path: tuple[int, ...] | None, origin: str = "igp"
+        self, prefix: Prefix, as_path: tuple[int, ...] | None, origin: str = "igp", atomic: bool = False
     ) -> list[AggregateChange]:
         """``prefix`` now has a route with ``as_path`` (None: no route any more).
 
-        A route of our own origination contributes with an empty path.  Returns
-        the aggregates whose origination must change.
+        A route of our own origination contributes with an empty path.  ``atomic``: the
+        route carries ATOMIC_AGGREGATE, so every aggregate over it must too (RFC 4271
+        §9.2.2.2).  Returns the aggregates whose origination must change.
         """
         out: list[AggregateChange] = []
         for agg in self.covering(prefix):
@@ -144,10 +146,12 @@ class Aggregator:
                 state.origins[old[1]] -= 1
                 if state.origins[old[1]] <= 0:
                     del state.origins[old[1]]
+                state.atomic -= old[2]
             if as_path is not None:
-                state.contributors[prefix] = (as_path, origin)
+                state.contributors[prefix] = (as_path, origin, atomic)
                 state.asns.update(as_path)
                 state.origins[origin] += 1
+                state.atomic += atomic
             change = self._refresh(state)
             if change is not None:
                 out.append(change)

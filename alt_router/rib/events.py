@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from alt_router.rib.paths import Path, Prefix
+from alt_router.rib.aggregate import AggregateRoute
+from alt_router.rib.paths import Path
+from alt_router.types import Prefix
 
 ChangeKind = Literal["add", "change", "withdraw"]
 
@@ -51,7 +53,23 @@ class PeerDown:
     at: float
 
 
-Event = RouteChange | PeerUp | PeerDown
+AggregateKind = Literal["originate", "change", "withdraw"]
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateEvent:
+    """The node started originating the aggregate ``prefix``, changed its attributes, or withdrew it.
+
+    ``route`` (None for a withdraw) carries the attributes peers see: ORIGIN, the AS_SET or
+    ATOMIC_AGGREGATE (RFC 4271 §9.2.2.2).
+    """
+
+    kind: AggregateKind
+    prefix: Prefix
+    route: AggregateRoute | None
+
+
+Event = RouteChange | PeerUp | PeerDown | AggregateEvent
 
 
 @dataclass(frozen=True, slots=True)

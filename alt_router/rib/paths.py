@@ -19,11 +19,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-IPAddress = IPv4Address | IPv6Address
-Prefix = IPv4Network | IPv6Network
+from alt_router.types import IPAddress, Prefix
 
 AFI_IPV4 = "ipv4"
 AFI_IPV6 = "ipv6"
@@ -89,6 +88,9 @@ class Attributes:
     origin: str = "igp"
     med: int | None = None
     communities: tuple[tuple[int, int], ...] = ()
+    # Carried on unchanged by every transit (RFC 4271 §5.1.6, §5.1.7): an aggregate's marks.
+    atomic_aggregate: bool = False
+    aggregator: str | None = None  # "ASN:router-id", as ExaBGP writes and reads it
 
     @property
     def path_length(self) -> int:

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from alt_router.rib.paths import Announce, Attributes, IPAddress, PeerInfo, Prefix
+from alt_router.rib.paths import Announce, Attributes, PeerInfo
 from alt_router.rib.table import DualTable
+from alt_router.types import IPAddress, Prefix
 
 
 class DropReason(enum.Enum):

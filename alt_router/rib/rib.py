@@ -30,16 +30,15 @@ from alt_router.rib.paths import (
     AFI_IPV4,
     AFI_IPV6,
     Attributes,
-    IPAddress,
     Path,
     PeerInfo,
-    Prefix,
     Update,
     afi_of_key,
     best_path,
 )
 from alt_router.rib.policy import DropCounters, DropReason, ImportPolicy, TeardownPeer
 from alt_router.rib.table import DualTable, TableError, as_address, as_prefix
+from alt_router.types import IPAddress, Prefix
 
 Output = Event | TeardownPeer
 AFIS = (AFI_IPV4, AFI_IPV6)

@@ -23,9 +23,7 @@ from typing import Generic, TypeVar
 import pytricia
 
 from alt_router.rib.fib import FIB_KINDS, Dir24Fib, FibKind
-
-IPAddress = IPv4Address | IPv6Address
-Prefix = IPv4Network | IPv6Network
+from alt_router.types import IPAddress, Prefix
 
 V = TypeVar("V")
 

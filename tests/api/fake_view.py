@@ -96,6 +96,9 @@ class FakeNodeView:
         more = len(ordered) > limit
         return page, (json.dumps(self._reg_key(page[-1])) if more else None)
 
+    def aggregates(self) -> list[JsonDict]:
+        return list(getattr(self, "aggregate_rows", []))
+
     def registration_totals(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         for reg in self.regs:

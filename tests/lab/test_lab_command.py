@@ -99,6 +99,27 @@ def test_etr_command_line_uses_the_shared_segment_addresses() -> None:
     assert argv[argv.index("--map-server") + 1] == "10.0.0.13"
     assert argv[argv.index("--rloc") + 1] == "10.0.0.2"
     assert argv[argv.index("--eid") + 1] == "153.16.1.0/24"
+    assert "--alg" not in argv and "--register-port" not in argv
+
+
+def test_site_and_etr_algorithm_and_an_ephemeral_register_port(tmp_path: Path) -> None:
+    # An HMAC-SHA-1 site whose ETR registers from an ephemeral port (RFC 9301 §5.6).
+    text = DEMO.replace('key = "demo-site1-key", eid_prefixes', 'key = "demo-site1-key", '
+                        'algorithm = "hmac-sha1-96", eid_prefixes', 1)
+    text = text.replace('eids = ["153.16.1.0/24"]', 'eids = ["153.16.1.0/24"]\nalgorithm = "hmac-sha1-96"\n'
+                        'register_port = 0', 1)
+    alt = AltTopology.from_toml(text)
+    assert parse_config(alt.node_config("ms", tmp_path), "ms").map_server.sites[0].algorithm == "hmac-sha1-96"
+    argv = alt.etr_argv(alt.etrs[0])
+    assert argv[argv.index("--alg") + 1] == "hmac-sha1-96"
+    assert argv[argv.index("--register-port") + 1] == "0"
+    # The ETR's algorithm must be its site's, or every Map-Register would be refused.
+    with pytest.raises(AltTopologyError, match=r"alt\.etrs\.etr\.algorithm: the site on 'ms'"):
+        AltTopology.from_toml(text.replace('algorithm = "hmac-sha1-96"\nregister_port', 'register_port'))
+    with pytest.raises(AltTopologyError, match=r"sites\[0\]\.algorithm: 'md5' is not one of"):
+        AltTopology.from_toml(text.replace('algorithm = "hmac-sha1-96", eid', 'algorithm = "md5", eid'))
+    with pytest.raises(AltTopologyError, match=r"alt\.etrs\.etr\.register_port: expected an integer"):
+        AltTopology.from_toml(text.replace("register_port = 0", "register_port = 70000"))
 
 
 def test_extra_toml_is_appended_to_a_node_config(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from alt_router.mapping.actions import Prefix
 from alt_router.node.config import NodeConfig, parse_config
 from alt_router.node.daemon import Node
 from alt_router.node.reload import plan
+from alt_router.types import Prefix
 
 from .test_daemon_core import CONFIG, state, update
 

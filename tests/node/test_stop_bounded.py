@@ -62,7 +62,7 @@ def fill(node: Node, count: int) -> None:
     for start in range(0, count, step):
         nets = tuple(f"{IPv4Address((base + i) << 8)}/24" for i in range(start, min(count, start + step)))
         node.core.rib.apply(Update("s", batches=(Batch(hop, attrs, nets),)), 1.0)
-    node._freeze_routes()
+    node.bridge.freeze_routes()
     assert len(node.core.rib) == count
 
 

@@ -116,3 +116,16 @@ def test_many_contributors_cost_no_scan() -> None:
     for site in sites[:-1]:
         assert agg.update(site, None) == []
     assert agg.update(sites[-1], None) == [AggregateChange(AGG, None)]
+
+
+def test_a_contributor_with_atomic_aggregate_makes_an_as_set_aggregate_atomic_too() -> None:
+    """RFC 4271 §9.2.2.2: "If at least one of the routes to be aggregated has ATOMIC_AGGREGATE path
+    attribute, then the aggregated route SHALL have this attribute as well"."""
+    agg = Aggregator([AggregateSpec(ip_network("153.16.0.0/12"), as_set=True)])
+    [first] = agg.update(ip_network("153.16.1.0/24"), (65010,))
+    assert first.route is not None and not first.route.atomic_aggregate
+    [second] = agg.update(ip_network("153.17.0.0/16"), (65020,), atomic=True)
+    assert second.route is not None and second.route.atomic_aggregate
+    assert second.route.as_set == (65010, 65020)
+    [third] = agg.update(ip_network("153.17.0.0/16"), None)
+    assert third.route is not None and not third.route.atomic_aggregate
