@@ -31,7 +31,7 @@ from pathlib import Path
 from alt_router.commands.lab import demo_topology_path
 from alt_router.lab import wait_until
 from alt_router.lab.abuse import AbuseLab, Row, add_sources, attacks, run_attack, topology, tunnel_key
-from alt_router.lab.alt_lab import down, up
+from alt_router.lab.alt_runner import down, up
 
 
 def print_rows(rows: list[Row]) -> None:

@@ -5,7 +5,7 @@
 
 ``alt-router lab generate``'s ALT (alt_router/lab/generate.py: a tree of aggregating ALT nodes,
 Map-Server leaves, FRR and BIRD transits on parent-child links, Map-Resolvers at the root and
-at leaves) is brought up with ``alt_router.lab.alt_lab.up`` and measured:
+at leaves) is brought up with ``alt_router.lab.alt_runner.up`` and measured:
 
 * time to converge (every ALT node with every peer up and every route the routing model says
   it must learn);
@@ -38,8 +38,8 @@ from typing import Any, TextIO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import down, up
+from alt_router.lab.alt_runner import down, up
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.lab.daemon_text import bird_route_prefixes, frr_prefixes
 from alt_router.lab.generate import generate
 from alt_router.lab.netns import netns_pids

@@ -54,8 +54,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import down, up
+from alt_router.lab.alt_runner import down, up
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.lab.processes import spawn_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.lisp.auth import HMAC_SHA_256_128, sign

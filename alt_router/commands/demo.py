@@ -20,7 +20,7 @@ from pathlib import Path
 from alt_router import inet, lisp, pcap
 from alt_router.commands import lab as lab_command
 from alt_router.commands.decode import DEFAULT_PORTS, decode_inputs
-from alt_router.lab.alt_lab import STATE_ROOT
+from alt_router.lab.alt_runner import STATE_ROOT
 from alt_router.types import IPAddress
 
 SAMPLE_KEY = "alt-router-sample-key"

@@ -21,8 +21,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from alt_router.lab.alt import AltTopology, AltTopologyError
-from alt_router.lab.alt_lab import STATE_ROOT, LabDir, down, node_view, status_lines, torn_down_on_exit, up
+from alt_router.lab.alt_runner import (
+    STATE_ROOT,
+    LabDir,
+    down,
+    probe_node,
+    status_lines,
+    torn_down_on_exit,
+    up,
+)
+from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lab.generate import GenerateError, generate
 from alt_router.lab.netns import NetnsError
 from alt_router.lab.processes import LabError, run_in_netns
@@ -240,7 +248,7 @@ def cmd_demo(path: Path, root: Path, timeout: float, out: TextIO, *, name: str |
 
 def _why_no_reply(alt: AltTopology, ld: LabDir, code: int) -> str:
     assert alt.demo is not None
-    view = node_view(alt.demo.map_resolver, ld.node_state(alt.demo.map_resolver))
+    view = probe_node(alt.demo.map_resolver, ld.node_state(alt.demo.map_resolver))
     try:
         status = query(ld.node_state(alt.demo.map_resolver), {"cmd": "status", "routes": False}, timeout=5)
     except (OSError, ValueError):

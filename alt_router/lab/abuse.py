@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import LabDir
+from alt_router.lab.alt_runner import LabDir
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.control import query

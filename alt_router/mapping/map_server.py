@@ -558,12 +558,14 @@ class MapServer:
         """A datagram on the Map-Server's UDP socket (a Map-Register, normally)."""
         counters = self.counters
         counters["received"] += 1
+        if not isinstance(data, bytes):
+            data = bytes(data)
         try:
             if not data or data[0] >> 4 != MessageType.MAP_REGISTER:
                 decode(data)  # the error it raises, or another message type
                 counters["unexpected"] += 1
                 return []
-            msg = self._parse(data if isinstance(data, bytes) else bytes(data))
+            msg = self._parse(data)
         except LispDecodeError as exc:
             counters["malformed"] += 1
             log.debug("malformed message from %s:%d: %s", src, sport, exc)

@@ -1,94 +1,116 @@
-"""Helpers for the node integration tests: node configs, ``alt-router run`` in a lab host, status polls."""
+"""The integration tests' harness: ``[alt]`` topologies from ``topologies/``, ``alt-router run`` in a
+lab host, status polls that compare JSON subsets."""
 
 from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alt_router.lab import Lab, ProcessHandle, json_mismatch, json_subset, wait_until
+from alt_router.lab.alt_runner import LabDir
+from alt_router.lab.alt_topology import AltTopology
+from alt_router.lab.processes import run_in_netns
+from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
 
-ACCEPT = ("153.16.0.0/12", "2001:db8::/32")
+TOPOLOGIES = Path(__file__).parent / "topologies"
 
 
-@dataclass(frozen=True)
-class PeerSpec:
-    name: str
-    asn: int
-    local: str  # underlay
-    remote: str
-    inner4: tuple[str, str]  # (local/len, remote)
-    inner6: tuple[str, str] | None = None
-    key: int | None = None
-    md5: str | None = None
-    max_prefix: int | None = None
-    hold_time: int = 9
+def alt_topology(file: str, name: str) -> AltTopology:
+    """``topologies/FILE`` with its lab name replaced by ``name`` (from the ``lab_names`` fixture).
+
+    Parsed by the code ``alt-router lab up`` uses, so node configs come from ``AltTopology.node_config``.
+    """
+    return AltTopology.from_toml(TOPOLOGIES / file, name=name)
 
 
-@dataclass(frozen=True)
-class NodeSpec:
-    host: str
-    asn: int
-    router_id: str
-    announce: tuple[str, ...]
-    peers: tuple[PeerSpec, ...]
-    accept: tuple[str, ...] = ACCEPT
-    extra: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
+def address_names(alt: AltTopology) -> dict[str, str]:
+    """Every address in ``alt`` (underlay, and both inner ends of every tunnel) -> its host, for
+    reading the hop lists of ``lig --trace``."""
+    topo = alt.topology
+    ends = [e for link in topo.links for e in (link.a, link.b)]
+    ends += [e for segment in topo.segments for e in segment.members]
+    names = {str(a.ip): e.host for e in ends for a in e.addresses}
+    for t in alt.tunnels:
+        for host in (t.a, t.b):
+            inner = alt.ends(t, host)
+            names[inner.inner4_local.split("/")[0]] = host
+            names[inner.inner6_local.split("/")[0]] = host
+    return names
 
 
-def node_toml(spec: NodeSpec, state_dir: Path) -> str:
-    q = json.dumps
-    lines = [
-        "[node]", f"name = {q(spec.host)}", f"asn = {spec.asn}", f"router_id = {q(spec.router_id)}",
-        'tunnel_mode = "userspace"', f"state_dir = {q(str(state_dir))}", "",
-        "[eid]", f"announce = {q(list(spec.announce))}", f"accept = {q(list(spec.accept))}",
-    ]
-    for p in spec.peers:
-        lines += ["", "[[peers]]", f"name = {q(p.name)}", f"asn = {p.asn}", f"hold_time = {p.hold_time}"]
-        if p.key is not None:
-            lines.append(f"key = {p.key}")
-        if p.md5 is not None:
-            lines.append(f"md5_password = {q(p.md5)}")
-        if p.max_prefix is not None:
-            lines.append(f"max_prefix = {p.max_prefix}")
-        lines += ["[peers.underlay]", f"local = {q(p.local)}", f"remote = {q(p.remote)}", "[peers.tunnel]",
-                  f"local_ipv4 = {q(p.inner4[0])}", f"remote_ipv4 = {q(p.inner4[1])}"]
-        if p.inner6 is not None:
-            lines += [f"local_ipv6 = {q(p.inner6[0])}", f"remote_ipv6 = {q(p.inner6[1])}"]
-    return "\n".join(lines) + "\n" + spec.extra
+class RunningLab:
+    """An ALT lab built by ``alt-router lab up`` (``alt_runner.up``): its nodes run detached, each
+    queried over the control socket in the lab's state directory."""
+
+    def __init__(self, alt: AltTopology, ld: LabDir) -> None:
+        self.alt = alt
+        self.ld = ld
+
+    def query(self, host: str, request: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
+        return query(self.ld.node_state(host), request, timeout=timeout)
+
+    def status(self, host: str, routes: bool = True) -> dict[str, Any]:
+        return self.query(host, {"cmd": "status", "routes": routes})
+
+    def routes(self, host: str) -> set[str]:
+        try:
+            return set(self.status(host).get("routes", {}))
+        except (OSError, ValueError):
+            return set()
+
+    def node_pid(self, host: str) -> int:
+        return int((self.ld.node_state(host) / "alt-router.pid").read_text())
+
+    def py(self, host: str, code: str, timeout: float = 20) -> Any:
+        """Run ``code`` in ``host``'s namespace; it prints one JSON document."""
+        result = run_in_netns(netns_name(self.alt.name, host), [sys.executable, "-c", textwrap.dedent(code)],
+                              check=False, timeout=timeout)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
 
 
 class RunningNode:
-    """``alt-router run`` in a lab host, queried over its control socket."""
+    """``alt-router run`` in a lab host, with the config ``alt`` gives it, queried over its control socket.
 
-    def __init__(self, lab: Lab, spec: NodeSpec, workdir: Path) -> None:
+    ``env`` is added to the daemon's environment (e.g. ALT_ROUTER_DEBUG for the debug commands).
+    """
+
+    def __init__(
+        self, lab: Lab, alt: AltTopology, host: str, workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.lab = lab
-        self.spec = spec
-        self.state_dir = workdir / f"{spec.host}-state"
-        self.config = workdir / f"{spec.host}.toml"
-        self.config.write_text(node_toml(spec, self.state_dir))
+        self.host = host
+        self.env = env
+        self.state_dir = workdir / f"{host}-state"
+        self.config = workdir / f"{host}.toml"
+        self.configure(alt)
         self.process: ProcessHandle | None = None
         self.starts = 0
+
+    def configure(self, alt: AltTopology) -> None:
+        """Write the config from ``alt`` (a running node reads it again on SIGHUP)."""
+        self.config.write_text(alt.node_config(self.host, self.state_dir))
 
     def start(self) -> RunningNode:
         self.starts += 1
         self.process = self.lab.spawn(
-            self.spec.host, [sys.executable, "-m", "alt_router.cli", "run", "-c", str(self.config)],
-            name=f"alt-router-{self.starts}", log=self.lab.workdir / f"{self.spec.host}-alt-router.log",
+            self.host, [sys.executable, "-m", "alt_router.cli", "run", "-c", str(self.config)],
+            name=f"alt-router-{self.starts}", log=self.lab.workdir / f"{self.host}-alt-router.log",
+            env=self.env,
         )
-        wait_until(self._answers, 20, what=f"alt-router on {self.spec.host} answering",
+        wait_until(self._answers, 20, what=f"alt-router on {self.host} answering",
                    on_timeout=self.diag)
         return self
 
     def _answers(self) -> bool:
         assert self.process is not None
         if not self.process.running():
-            raise AssertionError(f"alt-router on {self.spec.host} exited:\n{self.diag()}")
+            raise AssertionError(f"alt-router on {self.host} exited:\n{self.diag()}")
         try:
             return bool(self.query({"cmd": "status", "routes": False}).get("ok"))
         except (OSError, ValueError):
@@ -122,7 +144,7 @@ class RunningNode:
             return want <= have and not (set(absent) & have)
 
         wait_until(ok, timeout, interval=0.3, what=f"routes {sorted(want)} (without {list(absent)}) "
-                   f"on {self.spec.host}", on_timeout=self.diag)
+                   f"on {self.host}", on_timeout=self.diag)
 
     def wait_json(
         self, expected: Any, timeout: float = 30, *, request: dict[str, Any] | None = None, what: str = ""
@@ -144,7 +166,7 @@ class RunningNode:
             return doc if json_subset(doc, expected) else None
 
         return wait_until(matched, timeout, interval=0.3, on_timeout=why,
-                          what=what or f"{req['cmd']} on {self.spec.host} to contain {expected}")
+                          what=what or f"{req['cmd']} on {self.host} to contain {expected}")
 
     def exabgp_pid(self) -> int | None:
         pid = self.safe_status().get("exabgp", {}).get("pid")

@@ -17,7 +17,7 @@ import pytest
 from alt_router.commands.lab import demo_topology_path
 from alt_router.lab import wait_until
 from alt_router.lab.abuse import AbuseLab, Attack, Row, add_sources, attacks, run_attack, topology, tunnel_key
-from alt_router.lab.alt_lab import down, up
+from alt_router.lab.alt_runner import down, up
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -28,87 +28,21 @@ from typing import Any
 import pytest
 
 from alt_router.lab import wait_until
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import LabDir, down, up
+from alt_router.lab.alt_runner import LabDir, down, up
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
 from tests.conftest import require_tool
+from tests.integration.helpers import alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
+# topologies/aggregation.toml; underlay addresses and prefixes as there.
 U = {"itr": "10.62.0.1", "etr": "10.62.0.2", "top": "10.62.0.10", "mid1": "10.62.0.11",
      "mid2": "10.62.0.12", "ms1": "10.62.0.13", "att": "10.62.0.14", "frr": "10.62.0.20",
      "bird": "10.62.0.21"}
 AGG1, AGG2 = "153.16.0.0/14", "153.20.0.0/14"
 SITE, ATTACHED = "153.16.1.0/24", "153.20.1.0/24"
-
-TOPOLOGY = """
-name = "@LAB@"
-""" + "".join(f"[hosts.{h}]\n" for h in U) + """
-[[segments]]
-name = "wan"
-members = [
-""" + "".join(f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},\n'
-              for h, a in U.items()) + f"""]
-
-[alt]
-itrs = ["itr"]
-
-[alt.nodes.top]
-asn = 65000
-router_id = "192.0.2.10"
-
-[alt.nodes.mid1]
-asn = 65010
-router_id = "192.0.2.11"
-aggregates = [{{ prefix = "{AGG1}", summary_only = true }}]
-
-[alt.nodes.mid2]
-asn = 65020
-router_id = "192.0.2.12"
-aggregates = [{{ prefix = "{AGG2}", summary_only = true, as_set = true }}]
-
-[alt.nodes.ms1]
-asn = 65011
-router_id = "192.0.2.13"
-map_resolver = true
-sites = [{{ name = "site1", key = "agg-key", eid_prefixes = ["{SITE}"] }}]
-
-[alt.nodes.att]
-asn = 65021
-router_id = "192.0.2.14"
-etr = {{ eids = ["{ATTACHED}"], alt_attached = true, rloc = "{U['att']}" }}
-
-[alt.routers.frr]
-daemon = "frr"
-asn = 65100
-router_id = "192.0.2.20"
-
-[alt.routers.bird]
-daemon = "bird"
-asn = 65200
-router_id = "192.0.2.21"
-
-[[alt.tunnels]]
-between = ["top", "mid1"]
-[[alt.tunnels]]
-between = ["top", "mid2"]
-[[alt.tunnels]]
-between = ["mid1", "ms1"]
-[[alt.tunnels]]
-between = ["mid2", "att"]
-[[alt.tunnels]]
-between = ["top", "frr"]
-[[alt.tunnels]]
-between = ["top", "bird"]
-
-[alt.etrs.etr]
-map_server = "ms1"
-key = "agg-key"
-eids = ["{SITE}"]
-register_interval = 2
-"""
 
 
 def _lig(name: str, eid: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -156,7 +90,7 @@ def test_three_level_alt_with_aggregates_an_attached_etr_and_frr_bird_peers(
     require_tool("vtysh")
     require_tool("bird")
     name = lab_names("agg")
-    alt = AltTopology.from_toml(TOPOLOGY.replace("@LAB@", name))
+    alt = alt_topology("aggregation.toml", name)
     # The lab's own model: before the ETR registers, top holds mid2's aggregate and nothing else.
     assert alt.expected_routes("top") == {AGG2}
     out_path = lab_root / "up.out"

@@ -8,9 +8,9 @@ registered the EID, and the ETR answers the ITR directly.
                            +-- redundant path t1 - f - ms
 
 Six alt_router nodes (t1, t2 top level; mr, c1 under t1; ms, c2 under t2) plus FRR on f, every
-host on one underlay segment.  t1 prefers t2 (lower router-id, equal AS_PATH length) until t2
-is killed, then the ALT datagrams cross FRR's kernel.  One lab for the module; the tests run in
-order, tshark captures until the capture test, and the last test kills t2.
+host on one underlay segment (topologies/alt_e2e.toml).  t1 prefers t2 (lower router-id, equal
+AS_PATH length) until t2 is killed, then the ALT datagrams cross FRR's kernel.  One lab for the
+module; the tests run in order, tshark captures until the capture test, and the last test kills t2.
 """
 
 from __future__ import annotations
@@ -29,144 +29,30 @@ from typing import Any
 
 import pytest
 
-from alt_router.lab import Lab, ProcessHandle, Topology, wait_until
+from alt_router.lab import Lab, ProcessHandle, wait_until
 from alt_router.lab.daemons import FrrBgpd, start_frr
 from alt_router.lab.netns import netns_pids
 from alt_router.lab.processes import spawn_in_netns
 from alt_router.lab.topology import segment_netns_name
 from tests.conftest import require_tool
-from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode
+from tests.integration.helpers import RunningNode, address_names, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 PY = sys.executable
+# Underlay addresses, as in topologies/alt_e2e.toml.
 U = {"mr": "10.60.0.1", "t1": "10.60.0.2", "t2": "10.60.0.3", "c1": "10.60.0.4", "ms": "10.60.0.5",
      "c2": "10.60.0.6", "f": "10.60.0.7", "itr": "10.60.0.10", "e1": "10.60.0.21", "e2": "10.60.0.22"}
-ASN = {"t1": 65100, "mr": 65101, "c1": 65102, "t2": 65200, "ms": 65201, "c2": 65202, "f": 65300}
-# (tunnel number, side 1, side 2): inner 10.255.N.{1,2}/30 and fd00:N::{1,2}/64, GRE key N.
-TUNNELS = [(1, "t1", "t2"), (2, "t1", "mr"), (3, "t1", "c1"), (4, "t2", "ms"), (5, "t2", "c2"),
-           (6, "t1", "f"), (7, "f", "ms")]
 SITE_KEY = "e2e-site-key"
 SITE = ("153.24.1.0/24", "153.24.2.0/24", "2001:db8:24::/48")
-ANNOUNCE = {
-    "t1": ("153.16.0.0/13",), "t2": ("153.24.0.0/13",), "mr": ("153.18.0.0/16",),
-    "c1": ("153.17.0.0/16", "2001:db8:17::/48"), "c2": ("153.25.0.0/16", "2001:db8:25::/48"), "ms": (),
-}
-ROUTER_IDS = {"t1": "192.0.2.1", "t2": "192.0.2.2", "mr": "192.0.2.11", "c1": "192.0.2.12",
-              "ms": "192.0.2.21", "c2": "192.0.2.22"}
-
-TOPOLOGY = "name = \"@LAB@\"\n" + "".join(f"[hosts.{h}]\n" for h in U if h != "f") + """
-[hosts.f]
-forwarding = true
-sysctls = { "net.ipv4.conf.all.rp_filter" = 0, "net.ipv4.conf.default.rp_filter" = 0 }
-[[segments]]
-name = "u"
-members = [
-""" + "".join(
-    f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},\n' for h, a in U.items()) + "]\n"
-
-MS_EXTRA = f"""
-[map_server]
-[[map_server.sites]]
-name = "site-a"
-key = "{SITE_KEY}"
-eid_prefixes = {json.dumps(list(SITE))}
-"""
-MR_EXTRA = """
-[map_resolver]
-rate_limit = 1000
-"""
-
-FRR_CONF = """hostname f
-!
-router bgp 65300
- bgp router-id 192.0.2.200
- no bgp ebgp-requires-policy
- no bgp network import-check
- no bgp default ipv4-unicast
- neighbor 10.255.6.1 remote-as 65100
- neighbor 10.255.6.1 timers connect 1
- neighbor 10.255.6.1 timers 3 9
- neighbor 10.255.6.1 disable-connected-check
- neighbor 10.255.6.1 update-source 10.255.6.2
- neighbor 10.255.7.2 remote-as 65201
- neighbor 10.255.7.2 timers connect 1
- neighbor 10.255.7.2 timers 3 9
- neighbor 10.255.7.2 disable-connected-check
- neighbor 10.255.7.2 update-source 10.255.7.1
- address-family ipv4 unicast
-  neighbor 10.255.6.1 activate
-  neighbor 10.255.7.2 activate
- exit-address-family
- address-family ipv6 unicast
-  neighbor 10.255.6.1 activate
-  neighbor 10.255.6.1 route-map nh-t1 out
-  neighbor 10.255.7.2 activate
-  neighbor 10.255.7.2 route-map nh-ms out
- exit-address-family
-!
-route-map nh-t1 permit 10
- set ipv6 next-hop global fd00:6::2
-!
-route-map nh-ms permit 10
- set ipv6 next-hop global fd00:7::1
-!
-line vty
-!
-"""
-
-F_TUNNELS = f"""
-mode = "userspace"
-[[tunnel]]
-name = "gre-t1"
-local = "{U['f']}"
-remote = "{U['t1']}"
-key = 6
-addresses = ["10.255.6.2/30", "fd00:6::2/64"]
-[[tunnel]]
-name = "gre-ms"
-local = "{U['f']}"
-remote = "{U['ms']}"
-key = 7
-addresses = ["10.255.7.1/30", "fd00:7::1/64"]
-"""
-
-
-def _peers(host: str) -> tuple[PeerSpec, ...]:
-    out = []
-    for n, a, b in TUNNELS:
-        if host not in (a, b):
-            continue
-        side, other = (1, b) if host == a else (2, a)
-        far = 3 - side
-        out.append(PeerSpec(other, ASN[other], U[host], U[other],
-                            (f"10.255.{n}.{side}/30", f"10.255.{n}.{far}"),
-                            (f"fd00:{n}::{side}/64", f"fd00:{n}::{far}"), key=n))
-    return tuple(out)
-
-
-SPECS = {
-    h: NodeSpec(h, ASN[h], ROUTER_IDS[h], ANNOUNCE[h], _peers(h),
-                extra=MS_EXTRA if h == "ms" else MR_EXTRA if h == "mr" else "")
-    for h in ("t1", "t2", "mr", "c1", "ms", "c2")
-}
-
-
-def _names() -> dict[str, str]:
-    """Every address of every ALT node (underlay and tunnel) -> node name, for reading hop lists."""
-    names = {a: h for h, a in U.items()}
-    for n, a, b in TUNNELS:
-        names[f"10.255.{n}.1"], names[f"10.255.{n}.2"] = a, b
-        names[f"fd00:{n}::1"], names[f"fd00:{n}::2"] = a, b
-    return names
-
-
-NAMES = _names()
 
 
 @dataclass
-class Alt:
+class E2eAlt:
+    """The module's lab: its nodes (RunningNode), FRR, the ETRs and the underlay capture."""
+
     lab: Lab
+    names: dict[str, str]
     nodes: dict[str, RunningNode]
     frr: FrrBgpd
     etrs: dict[str, ProcessHandle]
@@ -198,14 +84,15 @@ def _etr(lab: Lab, host: str, eids: tuple[str, ...], *extra: str) -> ProcessHand
 
 
 @pytest.fixture(scope="module")
-def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alt]:
+def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2eAlt]:
     require_tool("bgpd", "/usr/lib/frr/bgpd")
     require_tool("zebra", "/usr/lib/frr/zebra")
     require_tool("vtysh")
     tshark = require_tool("tshark")
     workdir = tmp_path_factory.mktemp("e2e")
     name = lab_names("e2e")
-    with Lab(Topology.from_toml(TOPOLOGY.replace("@LAB@", name)), workdir=workdir) as lab:
+    topology = alt_topology("alt_e2e.toml", name)
+    with Lab(topology.topology, workdir=workdir) as lab:
         pcap = workdir / "underlay.pcap"
         # On the segment's bridge (promiscuous), so one capture sees every underlay hop.
         capture = spawn_in_netns(
@@ -215,19 +102,23 @@ def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
         lab.add_cleanup(lambda: capture.stop(grace=2))
         wait_until(lambda: "Capturing on" in capture.read_log() or not capture.running(), 20,
                    what="tshark capturing", on_timeout=capture.log_tail)
-        f_conf = workdir / "f-tunnels.toml"
-        f_conf.write_text(F_TUNNELS)
-        tun = lab.spawn("f", [PY, "-m", "alt_router.cli", "tunnel", "-c", str(f_conf)], name="tunnel")
-        wait_until(lambda: all("UP" in lab.exec("f", ["ip", "link", "show", t], check=False).stdout
-                               for t in ("gre-t1", "gre-ms")) or not tun.running(), 15,
-                   what="FRR's tunnels", on_timeout=tun.log_tail)
-        nodes = {h: RunningNode(lab, spec, workdir).start() for h, spec in SPECS.items()}
-        frr = start_frr(lab, "f", asn=65300, router_id="192.0.2.200", peers=[], config=FRR_CONF, zebra=True)
+        # FRR on f: its tunnels and bgpd.conf are the ones `alt-router lab up` makes for a router.
+        tunnels = [lab.spawn("f", topology.tunnel_argv(ends), name=f"tunnel-{ends.remote}")
+                   for ends in topology.tunnels_of("f")]
+        inner = [ends.inner4_local for ends in topology.tunnels_of("f")]
+        wait_until(lambda: all(f" {a} " in lab.exec("f", ["ip", "-o", "-4", "addr"]).stdout for a in inner)
+                   or not all(t.running() for t in tunnels), 15,
+                   what="FRR's tunnels", on_timeout=lambda: "\n".join(t.log_tail() for t in tunnels))
+        assert all(t.running() for t in tunnels), "\n".join(t.log_tail() for t in tunnels)
+        nodes = {n.host: RunningNode(lab, topology, n.host, workdir).start() for n in topology.nodes}
+        f = topology.router("f")
+        frr = start_frr(lab, "f", asn=f.asn, router_id=str(f.router_id), peers=[],
+                        config=topology.frr_config("f"), zebra=True)
         etrs = {
             "e1": _etr(lab, "e1", SITE),
             "e2": _etr(lab, "e2", ("153.24.2.0/24",), "--proxy-reply"),
         }
-        alt = Alt(lab, nodes, frr, etrs, capture, pcap)
+        alt = E2eAlt(lab, address_names(topology), nodes, frr, etrs, capture, pcap)
         # Converged: the MR reaches the site, t1 knows both ways there, FRR's kernel has the route.
         nodes["mr"].wait_routes([*SITE, "153.17.0.0/16", "153.25.0.0/16", "2001:db8:25::/48"], timeout=60)
         wait_until(lambda: _peer_received(nodes["t1"], "f") > 0
@@ -254,7 +145,7 @@ def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], 
     return {h: after[h][key] - before[h][key] for h in after}
 
 
-def test_etrs_register_with_the_map_server(alt: Alt) -> None:
+def test_etrs_register_with_the_map_server(alt: E2eAlt) -> None:
     ms = alt.nodes["ms"]
     regs = ms.query({"cmd": "registrations"})["registrations"]
     by_prefix: dict[str, set[str]] = {}
@@ -274,7 +165,7 @@ def test_etrs_register_with_the_map_server(alt: Alt) -> None:
     assert set(SITE) <= set(ms.status()["mapping"]["local_prefixes"])
 
 
-def test_lig_ipv4_eid_through_the_hierarchy(alt: Alt) -> None:
+def test_lig_ipv4_eid_through_the_hierarchy(alt: E2eAlt) -> None:
     before = alt.counters()
     status, doc = alt.lig("153.24.1.5")
     assert status == 0, doc
@@ -292,7 +183,7 @@ def test_lig_ipv4_eid_through_the_hierarchy(alt: Alt) -> None:
     assert alt.nodes["ms"].status()["mapping"]["map_server"]["forwarded-to-etr"] >= 1
 
 
-def test_lig_ipv6_eid_through_the_hierarchy(alt: Alt) -> None:
+def test_lig_ipv6_eid_through_the_hierarchy(alt: E2eAlt) -> None:
     before = alt.counters()
     status, doc = alt.lig("2001:db8:24::5")
     assert status == 0, doc
@@ -307,19 +198,19 @@ def test_lig_ipv6_eid_through_the_hierarchy(alt: Alt) -> None:
     assert _delta(before, after, "local")["ms"] == 1
 
 
-def _hops(doc: dict[str, Any]) -> list[str]:
-    return [NAMES.get(h["router"], h["router"]) if h.get("router") else
-            ("reply:" + NAMES.get(h["map_reply"]["from"], "?") if "map_reply" in h else "*")
+def _hops(alt: E2eAlt, doc: dict[str, Any]) -> list[str]:
+    return [alt.names.get(h["router"], h["router"]) if h.get("router") else
+            ("reply:" + alt.names.get(h["map_reply"]["from"], "?") if "map_reply" in h else "*")
             for h in doc["hops"]]
 
 
-def test_trace_lists_the_alt_hops(alt: Alt) -> None:
+def test_trace_lists_the_alt_hops(alt: E2eAlt) -> None:
     status, doc = alt.lig("153.24.1.9", "--trace", "--max-hops", "8")
     assert status == 0, doc
-    assert _hops(doc) == ["mr", "t1", "t2", "reply:e1"], doc
+    assert _hops(alt, doc) == ["mr", "t1", "t2", "reply:e1"], doc
 
 
-def test_non_eid_gets_a_negative_reply(alt: Alt) -> None:
+def test_non_eid_gets_a_negative_reply(alt: E2eAlt) -> None:
     routed = [ip_network(p) for p in alt.nodes["mr"].routes()]
     for eid in ("153.32.0.1", "192.0.2.99"):
         status, doc = alt.lig(eid)
@@ -332,7 +223,7 @@ def test_non_eid_gets_a_negative_reply(alt: Alt) -> None:
         assert doc["replies"][0]["from"] == U["mr"]
 
 
-def test_two_etrs_in_a_proxy_reply(alt: Alt) -> None:
+def test_two_etrs_in_a_proxy_reply(alt: E2eAlt) -> None:
     status, doc = alt.lig("153.24.2.7")
     assert status == 0, doc
     reply = doc["replies"][0]
@@ -379,7 +270,7 @@ def _missing_messages(rows: list[list[str]]) -> list[str]:
     return [what for what, src, dst, kind, gre in EXPECTED_MESSAGES if not seen(src, dst, kind, gre)]
 
 
-def test_tshark_decodes_every_message(alt: Alt) -> None:
+def test_tshark_decodes_every_message(alt: E2eAlt) -> None:
     # The messages this test looks for are sent here, not borrowed from earlier tests. (The
     # registrations were captured while the fixture waited for both ETRs.)
     for eid, from_ in (("153.24.1.5", "e1"), ("153.24.2.7", "ms"), ("153.32.0.1", "mr")):
@@ -407,7 +298,7 @@ def test_tshark_decodes_every_message(alt: Alt) -> None:
     assert malformed == [], malformed
 
 
-def test_killing_t2_reroutes_through_frr(alt: Alt) -> None:
+def test_killing_t2_reroutes_through_frr(alt: E2eAlt) -> None:
     # A hard failure: every process in t2's namespace (daemon, ExaBGP) dies at once.
     for pid in netns_pids(alt.lab.netns("t2")):
         with contextlib.suppress(ProcessLookupError):
@@ -421,4 +312,4 @@ def test_killing_t2_reroutes_through_frr(alt: Alt) -> None:
     status, doc = alt.lig("153.24.1.10", "--trace", "--max-hops", "8")
     assert status == 0, doc
     # FRR's kernel forwarded it and decremented the TTL: it answers the trace itself.
-    assert _hops(doc) == ["mr", "t1", "f", "reply:e1"], doc
+    assert _hops(alt, doc) == ["mr", "t1", "f", "reply:e1"], doc

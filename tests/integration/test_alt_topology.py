@@ -11,31 +11,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from alt_router.lab import Lab, ProcessHandle, Topology, wait_until
+from alt_router.lab import Lab, ProcessHandle, ordered_list, wait_until
 from alt_router.lab.daemons import Bird, FrrBgpd, start_bird, start_frr
 from tests.conftest import require_tool
-from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode
+from tests.integration.helpers import RunningNode, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-TOPOLOGY = """
-name = "{name}"
-[hosts.a]
-[hosts.b]
-[hosts.c]
-[hosts.f]
-[hosts.r]
-[[segments]]
-name = "u"
-members = [
-  {{ host = "a", ifname = "eth0", addresses = ["10.40.0.1/24"] }},
-  {{ host = "b", ifname = "eth0", addresses = ["10.40.0.2/24"] }},
-  {{ host = "c", ifname = "eth0", addresses = ["10.40.0.3/24"] }},
-  {{ host = "f", ifname = "eth0", addresses = ["10.40.0.4/24"] }},
-  {{ host = "r", ifname = "eth0", addresses = ["10.40.0.5/24"] }},
-]
-"""
-
+# topologies/alt_line.toml: the ALT nodes, their tunnels and their sessions with f and r.
+# Underlay addresses (f and r make their own tunnels, _tunnel below).
 U = {"a": "10.40.0.1", "b": "10.40.0.2", "c": "10.40.0.3", "f": "10.40.0.4", "r": "10.40.0.5"}
 MD5 = "alt-frr-md5"
 ORIGIN = {
@@ -48,25 +32,6 @@ ORIGIN = {
 OUT_OF_SPACE = "10.99.0.0/16"
 FRR_MAX_PREFIX = 20
 
-
-def _peer(name: str, asn: int, me: str, n: int, side: int, **kw: object) -> PeerSpec:
-    other = 3 - side
-    return PeerSpec(name, asn, U[me], U[name], (f"10.255.{n}.{side}/30", f"10.255.{n}.{other}"),
-                    (f"fd00:{n}::{side}/64", f"fd00:{n}::{other}"), key=n, **kw)  # type: ignore[arg-type]
-
-
-SPECS = {
-    "a": NodeSpec("a", 65001, "192.0.2.1", ORIGIN["a"], (
-        _peer("b", 65002, "a", 1, 1),
-        _peer("f", 65010, "a", 3, 1, md5=MD5, max_prefix=FRR_MAX_PREFIX),
-    )),
-    "b": NodeSpec("b", 65002, "192.0.2.2", ORIGIN["b"], (
-        _peer("a", 65001, "b", 1, 2), _peer("c", 65003, "b", 2, 1),
-    )),
-    "c": NodeSpec("c", 65003, "192.0.2.3", ORIGIN["c"], (
-        _peer("b", 65002, "c", 2, 2), _peer("r", 65020, "c", 4, 1),
-    )),
-}
 
 FRR_CONF = f"""hostname f
 !
@@ -117,7 +82,9 @@ protocol bgp peer1 {{
 
 
 @dataclass
-class Alt:
+class LineAlt:
+    """The module's lab: the three nodes (RunningNode), FRR on f and BIRD on r."""
+
     lab: Lab
     nodes: dict[str, RunningNode]
     frr: FrrBgpd
@@ -136,32 +103,32 @@ def _tunnel(lab: Lab, host: str, peer: str, n: int) -> ProcessHandle:
 
 
 @pytest.fixture(scope="module")
-def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alt]:
+def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LineAlt]:
     require_tool("bgpd", "/usr/lib/frr/bgpd")
     require_tool("vtysh")
     require_tool("bird")
     require_tool("birdc")
     workdir = tmp_path_factory.mktemp("alt")
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_names("ndalt"))), workdir=workdir) as lab:
+    topology = alt_topology("alt_line.toml", lab_names("ndalt"))
+    with Lab(topology.topology, workdir=workdir) as lab:
         _tunnel(lab, "f", "a", 3)
         _tunnel(lab, "r", "c", 4)
-        nodes = {h: RunningNode(lab, spec, workdir).start() for h, spec in SPECS.items()}
+        nodes = {n.host: RunningNode(lab, topology, n.host, workdir).start() for n in topology.nodes}
         frr = start_frr(lab, "f", asn=65010, router_id="10.255.3.2", peers=[], config=FRR_CONF)
         bird = start_bird(lab, "r", asn=65020, router_id="10.255.4.2", peers=[], config=BIRD_CONF)
-        yield Alt(lab, nodes, frr, bird)
+        yield LineAlt(lab, nodes, frr, bird)
 
 
 def _everything_but(host: str) -> list[str]:
     return [p for h, prefixes in ORIGIN.items() if h != host for p in prefixes]
 
 
-def test_every_aggregate_reaches_every_node(alt: Alt) -> None:
+def test_every_aggregate_reaches_every_node(alt: LineAlt) -> None:
     for host, node in alt.nodes.items():
         node.wait_routes(_everything_but(host), timeout=45)
     # Transit: a hears c's and BIRD's routes through b, with the path to prove it.
-    routes = alt.nodes["a"].status()["routes"]
-    assert routes["153.20.0.0/16"]["as_path"] == [65002, 65003, 65020]
-    assert routes["2001:db8:e::/48"]["peer"] == "b"
+    alt.nodes["a"].wait_json({"routes": {"153.20.0.0/16": {"as_path": ordered_list([65002, 65003, 65020])},
+                                         "2001:db8:e::/48": {"peer": "b"}}})
     # And the ALT's routes reach the reference daemons at its edges.
     for prefix in (*ORIGIN["a"], *ORIGIN["b"], *ORIGIN["c"], *ORIGIN["r"]):
         if ":" not in prefix:
@@ -169,14 +136,14 @@ def test_every_aggregate_reaches_every_node(alt: Alt) -> None:
     alt.bird.wait_route(ORIGIN["f"][0], timeout=20)
 
 
-def test_md5_session_with_frr_is_up(alt: Alt) -> None:
+def test_md5_session_with_frr_is_up(alt: LineAlt) -> None:
     # FRR sets the TCP-MD5 key on its socket, so the kernel drops every unsigned segment:
     # an established session proves ExaBGP signs with the same key.
     alt.frr.wait_established("10.255.3.1", timeout=20)
     alt.nodes["a"].wait_json({"peers": {"f": {"up": True}}}, 20)
 
 
-def test_import_filters_hold_against_frr(alt: Alt) -> None:
+def test_import_filters_hold_against_frr(alt: LineAlt) -> None:
     a = alt.nodes["a"]
     a.wait_routes(ORIGIN["f"], absent=[OUT_OF_SPACE])
     # FRR sends a's own and a's transit routes back (65010 65001 ...): loop-checked here.
@@ -188,7 +155,7 @@ def test_import_filters_hold_against_frr(alt: Alt) -> None:
         assert OUT_OF_SPACE not in node.routes()
 
 
-def test_stopping_a_node_withdraws_its_prefixes_everywhere(alt: Alt) -> None:
+def test_stopping_a_node_withdraws_its_prefixes_everywhere(alt: LineAlt) -> None:
     c = alt.nodes["c"]
     assert c.process is not None
     c.process.signal(signal.SIGTERM)
@@ -201,7 +168,7 @@ def test_stopping_a_node_withdraws_its_prefixes_everywhere(alt: Alt) -> None:
     assert "alt-r" not in alt.lab.exec("c", ["ip", "-o", "link"]).stdout
 
 
-def test_max_prefix_from_frr_tears_the_session_down(alt: Alt) -> None:
+def test_max_prefix_from_frr_tears_the_session_down(alt: LineAlt) -> None:
     a = alt.nodes["a"]
     nets = [f" network 153.19.{i}.0/24" for i in range(FRR_MAX_PREFIX + 5)]
     alt.frr.vtysh("configure terminal", "router bgp 65010", "address-family ipv4 unicast", *nets)

@@ -23,59 +23,34 @@ from typing import Any
 
 import pytest
 
-from alt_router.lab import Lab, Topology, wait_until
+from alt_router.lab import Lab, wait_until
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.node.daemon import DEBUG_ENV, query
-from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode
+from tests.integration.helpers import RunningNode, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 HOLD = 9
 STALL = 2 * HOLD
 
-TOPOLOGY = """
-name = "{name}"
-[hosts.a]
-[hosts.b]
-[[links]]
-a = {{ host = "a", ifname = "eth0", addresses = ["10.31.0.1/24"] }}
-b = {{ host = "b", ifname = "eth0", addresses = ["10.31.0.2/24"] }}
-"""
-
+# topologies/bgp_starvation.toml: a and b, one tunnel, hold time 9 s.
 A_ROUTES = ("153.16.0.0/16",)
 B_ROUTES = ("153.17.0.0/16",)
 # Announced by b while a is stalled: a's ExaBGP must take all of them without a's daemon reading.
 DURING = tuple(str(n) for n in list(ipaddress.ip_network("153.20.0.0/14").subnets(new_prefix=24))[:600])
 
-SPEC_A = NodeSpec("a", 65001, "192.0.2.1", A_ROUTES, (
-    PeerSpec("b", 65002, "10.31.0.1", "10.31.0.2", ("10.255.3.1/30", "10.255.3.2"), key=3, hold_time=HOLD),
-))
-SPEC_B = NodeSpec("b", 65002, "192.0.2.2", B_ROUTES, (
-    PeerSpec("a", 65001, "10.31.0.2", "10.31.0.1", ("10.255.3.2/30", "10.255.3.1"), key=3, hold_time=HOLD),
-))
-
-
-class DebugNode(RunningNode):
-    """``alt-router run`` with the debug control commands enabled."""
-
-    def start(self) -> RunningNode:
-        self.starts += 1
-        self.process = self.lab.spawn(
-            self.spec.host, [sys.executable, "-m", "alt_router.cli", "run", "-c", str(self.config)],
-            name=f"alt-router-{self.starts}", log=self.lab.workdir / f"{self.spec.host}-alt-router.log",
-            env={DEBUG_ENV: "1"},
-        )
-        wait_until(self._answers, 20, what=f"alt-router on {self.spec.host} answering", on_timeout=self.diag)
-        return self
-
 
 @pytest.fixture(scope="module")
 def pair(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[Lab, RunningNode, RunningNode]]:
+         ) -> Iterator[tuple[Lab, AltTopology, RunningNode, RunningNode]]:
     workdir = tmp_path_factory.mktemp("starve")
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_names("starve"))), workdir=workdir) as lab:
-        a = DebugNode(lab, SPEC_A, workdir).start()
-        b = RunningNode(lab, SPEC_B, workdir).start()
-        yield lab, a, b
+    alt = alt_topology("bgp_starvation.toml", lab_names("starve"))
+    assert alt.hold_time == HOLD
+    with Lab(alt.topology, workdir=workdir) as lab:
+        # a runs with the debug control commands (debug-stall) enabled.
+        a = RunningNode(lab, alt, "a", workdir, env={DEBUG_ENV: "1"}).start()
+        b = RunningNode(lab, alt, "b", workdir).start()
+        yield lab, alt, a, b
 
 
 def _answers_within(node: RunningNode, timeout: float) -> bool:
@@ -91,15 +66,16 @@ def _peer(node: RunningNode, name: str) -> dict[str, Any]:
 
 
 def test_a_stalled_event_loop_does_not_drop_the_bgp_session(
-    pair: tuple[Lab, RunningNode, RunningNode],
+    pair: tuple[Lab, AltTopology, RunningNode, RunningNode],
 ) -> None:
-    lab, a, b = pair
+    lab, _, a, b = pair
     a.wait_routes(B_ROUTES)
     b.wait_routes(A_ROUTES)
-    status = a.status()
-    assert status["tunnels"]["dataplane_thread"] is True, "the GRE engine must run in its own thread"
+    # Each end records "up" on its own KEEPALIVE (RFC 4271 §8): wait for both before the snapshot.
+    a.wait_json({"peers": {"b": {"up": True}}, "tunnels": {"dataplane_thread": True}}, 20,
+                what="a's session up, with the GRE engine in its own thread")
+    b.wait_json({"peers": {"a": {"up": True}}}, 20)
     before_b, before_a = _peer(b, "a"), _peer(a, "b")
-    assert before_b["up"] and before_a["up"]
 
     # Both cores busy besides (issue 11: "on 2 loaded cores"): ExaBGP and the data-plane thread
     # must get their share from the scheduler, not only from a's own event loop.
@@ -156,15 +132,16 @@ def test_a_stalled_event_loop_does_not_drop_the_bgp_session(
 
 
 def test_traffic_keeps_flowing_through_the_tunnel_during_a_stall(
-    pair: tuple[Lab, RunningNode, RunningNode],
+    pair: tuple[Lab, AltTopology, RunningNode, RunningNode],
 ) -> None:
     """Not only keepalives: any packet between the two ExaBGPs crosses a's tunnel while a is frozen."""
-    lab, a, b = pair
+    lab, alt, a, b = pair
+    a_inner = alt.ends(alt.tunnels[0], "a").inner4_local.split("/")[0]
     b.wait_routes(A_ROUTES)
     assert a.query({"cmd": "debug-stall", "seconds": 8})["ok"]
     wait_until(lambda: not _answers_within(a, 0.5), 10, what="a's event loop to stall", on_timeout=a.diag)
     # b pings a's tunnel address: the echo goes into a's TUN, and a's kernel answers through it.
-    out = lab.exec("b", ["ping", "-c", "5", "-i", "0.2", "-W", "1", "10.255.3.1"], timeout=20).stdout
+    out = lab.exec("b", ["ping", "-c", "5", "-i", "0.2", "-W", "1", a_inner], timeout=20).stdout
     assert " 0% packet loss" in out, out
     assert not _answers_within(a, 0.2), "the stall ended before the pings did: the test proves nothing"
     wait_until(lambda: _answers_within(a, 1.0), 30, what="a's event loop to come back", on_timeout=a.diag)

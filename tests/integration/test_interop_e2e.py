@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,16 @@ from typing import Any
 import pytest
 
 from alt_router.lab import ProcessHandle, wait_until
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import LabDir, down, up
+from alt_router.lab.alt_runner import LabDir, down, up
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.lab.processes import run_in_netns, spawn_in_netns
 from alt_router.lab.topology import netns_name, segment_netns_name
-from alt_router.node.daemon import query
-from tests.conftest import require_tool, run_lab_name
+from tests.conftest import require_tool
+from tests.integration.helpers import RunningLab, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-NAME = run_lab_name("interop")
+# topologies/interop.toml; underlay addresses, sites and keys as there.
 U = {"itr": "10.62.0.1", "mr": "10.62.0.11", "ms": "10.62.0.13",
      "ea": "10.62.0.21", "eb": "10.62.0.22", "ee": "10.62.0.23"}
 AGGREGATE = IPv4Network("153.16.0.0/16")
@@ -50,68 +49,19 @@ FULL_MAC = {"ea": 32, "eb": 20, "ee": 32}
 UNREGISTERED_EID = "153.16.3.5"  # in site C
 HOLE_EID = "153.16.200.1"  # in the aggregate, in no site
 
-TOPOLOGY = f"""
-name = "{NAME}"
-{"".join(f"[hosts.{h}]{chr(10)}" for h in U)}
-[[segments]]
-name = "wan"
-members = [
-{"".join(f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},{chr(10)}' for h, a in U.items())}]
+class Interop(RunningLab):
+    """The running lab, the capture on its segment, and the Map-Server's view."""
 
-[alt]
-accept = ["153.16.0.0/12"]
-itrs = ["itr"]
-
-[alt.nodes.mr]
-asn = 65001
-router_id = "192.0.2.1"
-map_resolver = true
-
-[alt.nodes.ms]
-asn = 65002
-router_id = "192.0.2.2"
-announce = ["{AGGREGATE}"]
-sites = [
-  {{ name = "site-a", key = "key-a", eid_prefixes = ["{SITES['site-a']}"] }},
-  {{ name = "site-b", key = "key-b", eid_prefixes = ["{SITES['site-b']}"], algorithm = "hmac-sha1-96" }},
-  {{ name = "site-c", key = "key-c", eid_prefixes = ["{SITES['site-c']}"] }},
-  {{ name = "site-e", key = "key-e", eid_prefixes = ["{SITES['site-e']}"] }},
-]
-
-[[alt.tunnels]]
-between = ["mr", "ms"]
-
-[alt.etrs.ea]
-map_server = "ms"
-key = "key-a"
-eids = ["{SITES['site-a']}"]
-
-[alt.etrs.eb]
-map_server = "ms"
-key = "key-b"
-eids = ["{SITES['site-b']}"]
-algorithm = "hmac-sha1-96"
-
-[alt.etrs.ee]
-map_server = "ms"
-key = "key-e"
-eids = ["{SITES['site-e']}"]
-register_port = 0
-"""
-
-
-@dataclass
-class Interop:
-    alt: AltTopology
-    ld: LabDir
-    capture: ProcessHandle
-    pcap: Path
+    def __init__(self, alt: AltTopology, ld: LabDir, capture: ProcessHandle, pcap: Path) -> None:
+        super().__init__(alt, ld)
+        self.capture = capture
+        self.pcap = pcap
 
     def ms(self, request: dict[str, Any]) -> dict[str, Any]:
-        return query(self.ld.node_state("ms"), request, timeout=5)
+        return self.query("ms", request)
 
     def ms_counters(self) -> dict[str, int]:
-        return dict(self.ms({"cmd": "status", "routes": False})["mapping"]["map_server"])
+        return dict(self.status("ms", routes=False)["mapping"]["map_server"])
 
     def registrations(self) -> list[dict[str, Any]]:
         return list(self.ms({"cmd": "registrations"})["registrations"])
@@ -124,7 +74,7 @@ class Interop:
 
     def lig(self, eid: str) -> tuple[int, dict[str, Any]]:
         argv = [sys.executable, "-m", "alt_router.cli", "lig", eid, "-m", U["mr"], "--json", "-t", "2"]
-        proc = run_in_netns(netns_name(NAME, "itr"), argv, check=False, timeout=30)
+        proc = run_in_netns(netns_name(self.alt.name, "itr"), argv, check=False, timeout=30)
         try:
             return proc.returncode, json.loads(proc.stdout)
         except ValueError:
@@ -135,8 +85,7 @@ class Interop:
         for host in ("mr", "ms"):
             try:
                 parts.append(f"=== {host}\n" + json.dumps(
-                    query(self.ld.node_state(host), {"cmd": "status", "routes": False}, timeout=5),
-                    indent=1, default=str)[:4000])
+                    self.status(host, routes=False), indent=1, default=str)[:4000])
             except (OSError, ValueError) as exc:
                 parts.append(f"=== {host}: {exc}")
         parts += [f"=== {h} log\n{self.etr_log(h)[-1500:]}" for h in ETR_SITE]
@@ -146,9 +95,8 @@ class Interop:
 @pytest.fixture(scope="module")
 def lab(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
     tshark = require_tool("tshark")
-    lab_names(NAME)
+    alt = alt_topology("interop.toml", lab_names("interop"))
     root = tmp_path_factory.mktemp("interop")
-    alt = AltTopology.from_toml(TOPOLOGY)
     out = open(root / "up.out", "w")  # noqa: SIM115 - kept open for the module's teardown too
     capture: ProcessHandle | None = None
     try:
@@ -159,7 +107,7 @@ def lab(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
         # On the segment's bridge, so one capture sees every host's traffic.  Started after the
         # first registrations; the ETRs register again every 5 s, so the capture sees that too.
         tshark_proc = capture = spawn_in_netns(
-            segment_netns_name(NAME, "wan"), "sw-wan",
+            segment_netns_name(alt.name, "wan"), "sw-wan",
             [tshark, "-n", "-i", "br0", "-f", "udp port 4342", "-w", str(pcap)],
             name="tshark", log_path=root / "tshark.log")
         wait_until(lambda: "Capturing on" in tshark_proc.read_log() or not tshark_proc.running(), 20,
@@ -169,7 +117,7 @@ def lab(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
     finally:
         if capture is not None:
             capture.stop(grace=2)
-        down(NAME, root, out=out)
+        down(alt.name, root, out=out)
         out.close()
 
 

@@ -10,40 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from alt_router.lab import Lab, Topology, wait_until
-from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode
+from alt_router.lab import Lab, ordered_list, wait_until
+from tests.integration.helpers import RunningNode, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-TOPOLOGY = """
-name = "{name}"
-[hosts.a]
-[hosts.b]
-[[links]]
-a = {{ host = "a", ifname = "eth0", addresses = ["10.30.0.1/24"] }}
-b = {{ host = "b", ifname = "eth0", addresses = ["10.30.0.2/24"] }}
-"""
-
+# topologies/node_pair.toml: a and b, one tunnel (key 7) carrying IPv4 and IPv6.
 A_ROUTES = ("153.16.0.0/16", "2001:db8:a::/48")
 B_ROUTES = ("153.17.0.0/16", "2001:db8:b::/48")
-
-SPEC_A = NodeSpec("a", 65001, "192.0.2.1", A_ROUTES, (
-    PeerSpec("b", 65002, "10.30.0.1", "10.30.0.2", ("10.255.1.1/30", "10.255.1.2"),
-             ("fd00:255:1::1/64", "fd00:255:1::2"), key=7),
-))
-SPEC_B = NodeSpec("b", 65002, "192.0.2.2", B_ROUTES, (
-    PeerSpec("a", 65001, "10.30.0.2", "10.30.0.1", ("10.255.1.2/30", "10.255.1.1"),
-             ("fd00:255:1::2/64", "fd00:255:1::1"), key=7),
-))
 
 
 @pytest.fixture(scope="module")
 def pair(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[Lab, RunningNode, RunningNode]]:
     workdir = tmp_path_factory.mktemp("pair")
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_names("ndpair"))), workdir=workdir) as lab:
-        a = RunningNode(lab, SPEC_A, workdir).start()
-        b = RunningNode(lab, SPEC_B, workdir).start()
+    alt = alt_topology("node_pair.toml", lab_names("ndpair"))
+    with Lab(alt.topology, workdir=workdir) as lab:
+        a = RunningNode(lab, alt, "a", workdir).start()
+        b = RunningNode(lab, alt, "b", workdir).start()
         yield lab, a, b
 
 
@@ -51,12 +35,10 @@ def test_each_node_learns_the_others_prefixes(pair: tuple[Lab, RunningNode, Runn
     _, a, b = pair
     a.wait_routes(B_ROUTES)
     b.wait_routes(A_ROUTES)
-    route = a.status()["routes"]["153.17.0.0/16"]
-    assert route["peer"] == "b"
-    assert route["as_path"] == [65002]
-    assert a.query({"cmd": "lookup", "address": "153.17.1.1"})["route"]["prefix"] == "153.17.0.0/16"
     # The tunnels are the daemon's own: one per peer, named after it.
-    assert "alt-b" in a.status()["tunnels"]["tunnels"]
+    a.wait_json({"routes": {"153.17.0.0/16": {"peer": "b", "as_path": ordered_list([65002])}},
+                 "tunnels": {"tunnels": {"alt-b": {}}}})
+    a.wait_json({"route": {"prefix": "153.17.0.0/16"}}, request={"cmd": "lookup", "address": "153.17.1.1"})
 
 
 def test_run_time_announce_and_withdraw_are_idempotent(pair: tuple[Lab, RunningNode, RunningNode]) -> None:

@@ -5,28 +5,28 @@ Map-Resolver's API on the underlay with a token); the tests run in order and the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from alt_router.bgp.supervisor import process_matches, read_pidfile
 from alt_router.commands.lab import demo_topology_path
 from alt_router.lab import wait_until
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import LabDir, alive, down, status_lines, up
+from alt_router.lab.alt_runner import alive, down, status_lines, up
+from alt_router.lab.alt_topology import AltTopology
 from alt_router.lab.netns import list_netns, netns_pids
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
 from tests.conftest import run_lab_name
+from tests.integration.helpers import RunningLab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -35,55 +35,31 @@ TOKEN = "op-token-123"
 API = "http://10.0.0.11:8179"
 
 
-def topology_text() -> str:
-    text = demo_topology_path().read_text().replace('name = "demo"', f'name = "{NAME}"')
-    # The Map-Resolver's API on the underlay (not loopback), so every request needs the token.
-    api = f'extra = """\n[api]\nlisten = "10.0.0.11"\ntoken = "{TOKEN}"\n"""'
-    return text.replace("map_resolver = true", f"map_resolver = true\n{api}", 1)
-
-
-class Running:
-    def __init__(self, alt: AltTopology, ld: LabDir) -> None:
-        self.alt = alt
-        self.ld = ld
-
-    def status(self, host: str, routes: bool = True) -> dict[str, Any]:
-        return query(self.ld.node_state(host), {"cmd": "status", "routes": routes}, timeout=5)
-
-    def routes(self, host: str) -> set[str]:
-        try:
-            return set(self.status(host).get("routes", {}))
-        except (OSError, ValueError):
-            return set()
-
-    def py(self, host: str, code: str, timeout: float = 20) -> Any:
-        """Run ``code`` in ``host``'s namespace; it prints one JSON document."""
-        result = run_in_netns(netns_name(NAME, host), [sys.executable, "-c", textwrap.dedent(code)],
-                              check=False, timeout=timeout)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    def node_pid(self, host: str) -> int:
-        return int((self.ld.node_state(host) / "alt-router.pid").read_text())
+def operator_topology(name: str) -> AltTopology:
+    """The bundled demo ALT, with the Map-Resolver's API on the underlay (not loopback), so every
+    request needs the token."""
+    alt = AltTopology.from_toml(demo_topology_path(), name=name)
+    api = f'[api]\nlisten = "10.0.0.11"\ntoken = "{TOKEN}"\n'
+    return replace(alt, nodes=tuple(replace(n, extra=api) if n.host == "mr" else n for n in alt.nodes))
 
 
 @pytest.fixture(scope="module")
-def lab(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def lab(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     lab_names(NAME)
     root = tmp_path_factory.mktemp("labroot")
-    alt = AltTopology.from_toml(topology_text())
+    alt = operator_topology(NAME)
     out = open(root / "up.out", "w")  # noqa: SIM115 - kept open for the module's teardown too
     try:
         ld, converged = up(alt, root=root, source="test", out=out, timeout=45)
         out.flush()
         assert converged, (root / "up.out").read_text()
-        yield Running(alt, ld)
+        yield RunningLab(alt, ld)
     finally:
         down(NAME, root, out=out)
         out.close()
 
 
-def test_up_converged_registered_and_status_says_so(lab: Running) -> None:
+def test_up_converged_registered_and_status_says_so(lab: RunningLab) -> None:
     text = (lab.ld.path.parent / "up.out").read_text()
     for host in ("mr", "core", "ms"):
         assert f"{host:<10} converged after" in text
@@ -93,7 +69,7 @@ def test_up_converged_registered_and_status_says_so(lab: Running) -> None:
     assert sum("all expected present" in line for line in lines) == 3
 
 
-def test_api_needs_the_token_for_reads_and_writes_off_loopback(lab: Running) -> None:
+def test_api_needs_the_token_for_reads_and_writes_off_loopback(lab: RunningLab) -> None:
     got = lab.py("itr", f"""
         import json, urllib.request, urllib.error
         def call(method, path, token=None, body=None):
@@ -121,7 +97,7 @@ def test_api_needs_the_token_for_reads_and_writes_off_loopback(lab: Running) -> 
     assert "10.9.0.0/16" not in lab.routes("core")
 
 
-def test_event_stream_resumes_after_a_reconnect(lab: Running) -> None:
+def test_event_stream_resumes_after_a_reconnect(lab: RunningLab) -> None:
     read_stream = f"""
         import json, sys
         from alt_router.api.client import ApiClient
@@ -148,7 +124,7 @@ def test_event_stream_resumes_after_a_reconnect(lab: Running) -> None:
     assert any(e.get("prefix") == "153.16.77.0/24" and e["kind"] == "add" for e in resumed)
 
 
-def test_sighup_applies_new_announcements_without_touching_the_sessions(lab: Running) -> None:
+def test_sighup_applies_new_announcements_without_touching_the_sessions(lab: RunningLab) -> None:
     before = {p: v["since"] for p, v in lab.status("core")["peers"].items()}
     config = lab.ld.node_config("mr")
     original = config.read_text()
@@ -170,7 +146,7 @@ def test_sighup_applies_new_announcements_without_touching_the_sessions(lab: Run
     config.write_text(original)
 
 
-def test_a_broken_config_on_sighup_keeps_the_node_running(lab: Running) -> None:
+def test_a_broken_config_on_sighup_keeps_the_node_running(lab: RunningLab) -> None:
     config = lab.ld.node_config("ms")
     original = config.read_text()
     config.write_text(original + "\n[bogus]\n")
@@ -187,14 +163,14 @@ def _exabgp_pids(host: str) -> set[int]:
     return {pid for pid in netns_pids(netns_name(NAME, host)) if process_matches(pid, ("exabgp",))}
 
 
-def _peer_up(lab: Running, host: str, peer: str) -> bool:
+def _peer_up(lab: RunningLab, host: str, peer: str) -> bool:
     try:
         return bool(lab.status(host, routes=False)["peers"][peer]["up"])
     except (OSError, ValueError, KeyError):
         return False
 
 
-def test_a_killed_node_daemon_is_restarted_and_its_exabgp_replaced(lab: Running) -> None:
+def test_a_killed_node_daemon_is_restarted_and_its_exabgp_replaced(lab: RunningLab) -> None:
     # Like contrib/alt-router@.service (Restart=on-failure, RestartSec=2, KillMode=mixed): the lab
     # restarts a node daemon that dies, and the ExaBGP it orphaned does not stay behind.
     old_pid = lab.node_pid("core")
@@ -222,7 +198,7 @@ def test_a_killed_node_daemon_is_restarted_and_its_exabgp_replaced(lab: Running)
     assert status == 0, lines
 
 
-def test_sigterm_on_a_node_removes_its_tunnels_and_withdraws_its_prefixes(lab: Running) -> None:
+def test_sigterm_on_a_node_removes_its_tunnels_and_withdraws_its_prefixes(lab: RunningLab) -> None:
     pid = lab.node_pid("mr")
     state = lab.ld.load()
     assert state is not None
@@ -249,7 +225,7 @@ def _reap(pid: int, timeout: float) -> int:
     return wait_until(done, timeout, what=f"pid {pid} exits") - 1000
 
 
-def test_down_leaves_no_namespaces_links_or_processes(lab: Running) -> None:
+def test_down_leaves_no_namespaces_links_or_processes(lab: RunningLab) -> None:
     state = lab.ld.load()
     assert state is not None
     removed = down(NAME, lab.ld.path.parent)

@@ -6,35 +6,21 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from alt_router.lab import Lab, Topology
-from tests.integration.helpers import NodeSpec, PeerSpec, RunningNode, node_toml
+from alt_router.lab import Lab, ordered_list
+from alt_router.lab.alt_topology import AltTopology
+from tests.integration.helpers import RunningNode, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-TOPOLOGY = """
-name = "{name}"
-[hosts.a]
-[hosts.b]
-[hosts.c]
-[[links]]
-a = {{ host = "a", ifname = "eth0", addresses = ["10.31.0.1/24"] }}
-b = {{ host = "b", ifname = "eth0", addresses = ["10.31.0.2/24"] }}
-[[links]]
-a = {{ host = "b", ifname = "eth1", addresses = ["10.32.0.2/24"] }}
-b = {{ host = "c", ifname = "eth0", addresses = ["10.32.0.3/24"] }}
-"""
 
-B_TO_A = PeerSpec("a", 65001, "10.31.0.2", "10.31.0.1", ("10.255.1.2/30", "10.255.1.1"))
-B_TO_C = PeerSpec("c", 65003, "10.32.0.2", "10.32.0.3", ("10.255.2.1/30", "10.255.2.2"), key=3)
-SPEC_A = NodeSpec("a", 65001, "192.0.2.1", ("153.16.0.0/16",), (
-    PeerSpec("b", 65002, "10.31.0.1", "10.31.0.2", ("10.255.1.1/30", "10.255.1.2")),))
-SPEC_B = NodeSpec("b", 65002, "192.0.2.2", ("153.17.0.0/16",), (B_TO_A,))
-SPEC_C = NodeSpec("c", 65003, "192.0.2.3", ("153.18.0.0/16",), (
-    PeerSpec("b", 65002, "10.32.0.3", "10.32.0.2", ("10.255.2.2/30", "10.255.2.1"), key=3),))
+def without_tunnel(alt: AltTopology, a: str, b: str) -> AltTopology:
+    """``alt`` less the tunnel between ``a`` and ``b`` (the others keep their keys and addresses)."""
+    return replace(alt, tunnels=tuple(t for t in alt.tunnels if {t.a, t.b} != {a, b}))
 
 
 def sessions(node: RunningNode) -> dict[str, tuple[bool, float]]:
@@ -47,18 +33,20 @@ def sighup(node: RunningNode) -> None:
 
 @pytest.fixture
 def abc(lab_names: Callable[[str], str], tmp_path: Path
-        ) -> Iterator[tuple[RunningNode, RunningNode, RunningNode]]:
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_names("reloadp"))), workdir=tmp_path) as lab:
-        a = RunningNode(lab, SPEC_A, tmp_path).start()
-        b = RunningNode(lab, SPEC_B, tmp_path).start()
-        c = RunningNode(lab, SPEC_C, tmp_path)
-        yield a, b, c
+        ) -> Iterator[tuple[AltTopology, RunningNode, RunningNode, RunningNode]]:
+    """topologies/reload_peers.toml: a -- b -- c, with b configured without its tunnel to c."""
+    alt = alt_topology("reload_peers.toml", lab_names("reloadp"))
+    with Lab(alt.topology, workdir=tmp_path) as lab:
+        a = RunningNode(lab, alt, "a", tmp_path).start()
+        b = RunningNode(lab, without_tunnel(alt, "b", "c"), "b", tmp_path).start()
+        c = RunningNode(lab, alt, "c", tmp_path)
+        yield alt, a, b, c
 
 
 def test_sighup_adds_and_removes_a_peer_without_resetting_the_others(
-    abc: tuple[RunningNode, RunningNode, RunningNode],
+    abc: tuple[AltTopology, RunningNode, RunningNode, RunningNode],
 ) -> None:
-    a, b, c = abc
+    alt, a, b, c = abc
     a.wait_routes(["153.17.0.0/16"])
     # a's route says a's side is up; b's side may record "up" a moment later (RFC 4271 §8: each
     # end reaches Established on its own KEEPALIVE), so wait for both before taking the snapshot.
@@ -67,15 +55,15 @@ def test_sighup_adds_and_removes_a_peer_without_resetting_the_others(
     before_a, before_b = sessions(a), sessions(b)
 
     c.start()
-    b.config.write_text(node_toml(NodeSpec(**{**vars(SPEC_B), "peers": (B_TO_A, B_TO_C)}), b.state_dir))
+    b.configure(alt)
     sighup(b)
     a.wait_routes(["153.18.0.0/16"], timeout=25)
     c.wait_routes(["153.16.0.0/16", "153.17.0.0/16"], timeout=10)
-    a.wait_json({"routes": {"153.18.0.0/16": {"as_path": [65002, 65003]}}}, 5)
-    assert "alt-c" in b.status()["tunnels"]["tunnels"]  # c's routes came through it
+    a.wait_json({"routes": {"153.18.0.0/16": {"as_path": ordered_list([65002, 65003])}}}, 5)
+    b.wait_json({"tunnels": {"tunnels": {"alt-c": {}}}}, 5)  # c's routes came through it
     assert sessions(a) == before_a and sessions(b)["a"] == before_b["a"], "the reload reset the a--b session"
 
-    b.config.write_text(node_toml(SPEC_B, b.state_dir))
+    b.configure(without_tunnel(alt, "b", "c"))
     sighup(b)
     a.wait_routes(["153.17.0.0/16"], timeout=15, absent=["153.18.0.0/16"])
     b.wait_json({"peers": {"c": None}, "tunnels": {"tunnels": {"alt-c": None}}}, 10)

@@ -17,70 +17,25 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alt_router.lab import wait_until
-from alt_router.lab.alt import AltTopology
-from alt_router.lab.alt_lab import down, up
+from alt_router.lab.alt_runner import down, up
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
 from tests.conftest import require_tool
+from tests.integration.helpers import address_names, alt_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
+# topologies/transit.toml; underlay addresses as there.
 U = {"itr": "10.61.0.1", "etr": "10.61.0.2", "mr": "10.61.0.11", "t": "10.61.0.12", "ms": "10.61.0.13"}
 SITE = "153.16.1.0/24"
-
-TOPOLOGY = """
-name = "@LAB@"
-[hosts.itr]
-[hosts.etr]
-[hosts.mr]
-[hosts.t]
-[hosts.ms]
-
-[[segments]]
-name = "wan"
-members = [
-""" + "".join(f'  {{ host = "{h}", ifname = "eth0", addresses = ["{a}/24"] }},\n'
-              for h, a in U.items()) + """]
-
-[alt]
-itrs = ["itr"]
-
-[alt.nodes.mr]
-asn = 65001
-router_id = "192.0.2.1"
-announce = ["153.17.0.0/16"]
-map_resolver = true
-
-[alt.nodes.ms]
-asn = 65002
-router_id = "192.0.2.2"
-announce = ["153.16.0.0/16"]
-sites = [{ name = "site1", key = "transit-key", eid_prefixes = ["153.16.1.0/24"] }]
-
-[alt.routers.t]
-daemon = "@DAEMON@"
-asn = 65100
-router_id = "192.0.2.100"
-
-[[alt.tunnels]]
-between = ["mr", "t"]
-
-[[alt.tunnels]]
-between = ["t", "ms"]
-
-[alt.etrs.etr]
-map_server = "ms"
-key = "transit-key"
-eids = ["153.16.1.0/24"]
-register_interval = 2
-"""
 
 
 def _lig(name: str, eid: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -92,10 +47,7 @@ def _lig(name: str, eid: str, *args: str) -> tuple[int, dict[str, Any]]:
         raise AssertionError(f"lig {eid} exit {proc.returncode}: {proc.stdout}\n{proc.stderr}") from None
 
 
-def _hops(doc: dict[str, Any]) -> list[str]:
-    # Underlay addresses, and the inner ends of tunnel 0 (mr-t: 10.255.0.1/.2) and 1 (t-ms: .5/.6).
-    names = {a: h for h, a in U.items()} | {
-        "10.255.0.1": "mr", "10.255.0.2": "t", "10.255.0.5": "t", "10.255.0.6": "ms"}
+def _hops(names: dict[str, str], doc: dict[str, Any]) -> list[str]:
     return [names.get(h["router"], h["router"]) if h.get("router") else
             ("reply:" + names.get(h["map_reply"]["from"], "?") if "map_reply" in h else "*")
             for h in doc["hops"]]
@@ -111,7 +63,8 @@ def _route_peer(state_dir: Path, prefix: str) -> str | None:
 
 def _run_transit(daemon: str, lab_names: Callable[[str], str], root: Path) -> None:
     name = lab_names(f"tr{daemon}")
-    alt = AltTopology.from_toml(TOPOLOGY.replace("@LAB@", name).replace("@DAEMON@", daemon))
+    alt = alt_topology("transit.toml", name)
+    alt = replace(alt, routers=tuple(replace(r, daemon=daemon) for r in alt.routers))
     out_path = root / "up.out"
     with out_path.open("w") as out:
         try:
@@ -135,7 +88,7 @@ def _run_transit(daemon: str, lab_names: Callable[[str], str], root: Path) -> No
             assert record["eid_prefix"] == SITE and record["authoritative"] is True
             status, doc = _lig(name, "153.16.1.8", "--trace", "--max-hops", "6")
             assert status == 0, doc
-            assert _hops(doc) == ["mr", "t", "reply:etr"], doc
+            assert _hops(address_names(alt), doc) == ["mr", "t", "reply:etr"], doc
         finally:
             down(name, root, out=out)
 

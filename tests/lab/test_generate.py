@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from alt_router.commands.check import check_config_text
-from alt_router.lab.alt import AltTopology, AltTopologyError
+from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lab.generate import GeneratedAlt, GenerateError, generate
 
 

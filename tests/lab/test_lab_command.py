@@ -16,17 +16,17 @@ import pytest
 
 from alt_router.cli import main
 from alt_router.commands.lab import demo_topology_path, lab_name
-from alt_router.lab.alt import AltTopology, AltTopologyError
-from alt_router.lab.alt_lab import (
+from alt_router.lab.alt_runner import (
     LabDir,
     LabState,
     NodeConfigError,
-    NodeView,
+    NodeProbe,
     ProcRecord,
     leftovers,
     status_lines,
     up,
 )
+from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lab.netns import list_netns
 from alt_router.lab.topology import TopologyError
 from alt_router.node.config import parse_config
@@ -266,11 +266,11 @@ def test_lab_name_from_file_or_name(tmp_path: Path) -> None:
         lab_name(str(tmp_path / "missing.toml"))
 
 
-def test_node_view_convergence_rule() -> None:
-    view = NodeView("a", True, 2, 2, frozenset({"p1", "p2"}))
+def test_node_probe_convergence_rule() -> None:
+    view = NodeProbe("a", True, 2, 2, frozenset({"p1", "p2"}))
     assert view.converged({"p1"}) and not view.converged({"p3"})
-    assert not NodeView("a", True, 1, 2, frozenset({"p1"})).converged({"p1"})
-    assert not NodeView("a", False, 0, 0, frozenset(), "no socket").converged(set())
+    assert not NodeProbe("a", True, 1, 2, frozenset({"p1"})).converged({"p1"})
+    assert not NodeProbe("a", False, 0, 0, frozenset(), "no socket").converged(set())
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="checks the refusal without root")

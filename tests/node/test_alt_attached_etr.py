@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from alt_router.lab.alt import AltTopology, AltTopologyError
+from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lisp import MapReply, decode
 from alt_router.mapping.actions import SendUdp
 from alt_router.mapping.etr import Etr
 from alt_router.node.config import ConfigError, parse_config
 from alt_router.node.core import NodeCore
 from alt_router.node.mapping import NodeMapping, etr_inputs
-from tests.integration.test_aggregation import TOPOLOGY
+from tests.integration.helpers import TOPOLOGIES
 
 from .test_node_mapping import CONFIG, ITR, FakeTunnels, Recorder, ecm
 
@@ -92,12 +92,12 @@ def test_an_etr_without_map_servers_must_be_alt_attached() -> None:
 def test_the_lab_renders_an_alt_attached_etr_and_counts_its_eids_as_originated() -> None:
     """docs/lab.md: ``etr = { eids, alt_attached = true }`` on a node; a summary-only aggregate above
     hides the EIDs (run-time originations), as node/core.py does."""
-    alt = AltTopology.from_toml(TOPOLOGY.replace("@LAB@", "unit"))
+    text = (TOPOLOGIES / "aggregation.toml").read_text()
+    alt = AltTopology.from_toml(text, name="unit")
     att = parse_config(alt.node_config("att", Path("/tmp/unused")))
     assert att.etr.alt_attached and [str(m.eid_prefix) for m in att.etr.mappings] == ["153.20.1.0/24"]
     assert "etr" in alt.node("att").roles
     assert alt.expected_routes("mid2") == {"153.20.1.0/24"}
     assert alt.expected_routes("top") == {"153.20.0.0/14"}  # hidden under mid2's aggregate
     with pytest.raises(AltTopologyError, match="alt_attached"):
-        AltTopology.from_toml(TOPOLOGY.replace("@LAB@", "unit").replace("alt_attached = true",
-                                                                         "alt_attached = false"))
+        AltTopology.from_toml(text.replace("alt_attached = true", "alt_attached = false"), name="unit")

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from alt_router.lab import lab as lab_module
 from alt_router.lab import netns as nl
-from alt_router.lab.alt import AltTopology, AltTopologyError
+from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lab.lab import Lab
 from alt_router.lab.processes import LabError, run_in_netns, spawn_in_netns
 from alt_router.lab.topology import netns_name
@@ -492,7 +492,7 @@ def _start_etrs(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO, time
 
 
 @dataclass(frozen=True, slots=True)
-class NodeView:
+class NodeProbe:
     """One node's answer to ``status``, boiled down to what convergence needs."""
 
     host: str
@@ -509,14 +509,14 @@ class NodeView:
         return self.reachable and self.peers_up == self.peers and not self.missing(expected)
 
 
-def node_view(host: str, state_dir: Path, timeout: float = 2.0) -> NodeView:
+def probe_node(host: str, state_dir: Path, timeout: float = 2.0) -> NodeProbe:
     try:
         answer = query(state_dir, {"cmd": "status"}, timeout=timeout)
     except (OSError, ValueError) as exc:
-        return NodeView(host, False, 0, 0, frozenset(), f"control socket: {exc}")
+        return NodeProbe(host, False, 0, 0, frozenset(), f"control socket: {exc}")
     peers = answer.get("peers", {})
     up = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("up"))
-    return NodeView(host, True, up, len(peers), frozenset(answer.get("routes", {})))
+    return NodeProbe(host, True, up, len(peers), frozenset(answer.get("routes", {})))
 
 
 def wait_converged(
@@ -532,11 +532,11 @@ def wait_converged(
     start = clock()
     out.write(f"lab {alt.name}: waiting for BGP to converge (at most {timeout:g} s)\n")
     pending = {n.host: alt.expected_routes(n.host) for n in alt.nodes}
-    views: dict[str, NodeView] = {}
+    views: dict[str, NodeProbe] = {}
     procs = {p.host: p for p in state.processes if p.name == "alt-router"}
     while pending:
         for host, expected in list(pending.items()):
-            view = node_view(host, ld.node_state(host))
+            view = probe_node(host, ld.node_state(host))
             views[host] = view
             if view.converged(expected):
                 out.write(
@@ -608,7 +608,7 @@ def status_lines(name: str, root: Path = STATE_ROOT) -> tuple[list[str], int]:
             if restarts:
                 text += f"  (daemon restarted {restarts}x, see {rec.log})"
         if rec.name == "alt-router" and running:
-            view = node_view(rec.host, Path(info["state_dir"]))
+            view = probe_node(rec.host, Path(info["state_dir"]))
             expected = set(info.get("expected", []))
             if view.reachable:
                 miss = view.missing(expected)

@@ -38,7 +38,8 @@ DEFAULT_HOLD_TIME = 9
 DEFAULT_REGISTER_INTERVAL = 5
 DEFAULT_ALGORITHM = "hmac-sha256-128"
 ALGORITHMS = ("hmac-sha1-96", "hmac-sha256-128")
-# Both forward: FRR runs zebra beside bgpd, BIRD exports into the kernel table (alt_lab._start_router).
+# Both forward: FRR runs zebra beside bgpd, BIRD exports into the kernel table
+# (alt_runner._start_frr, _start_bird).
 ROUTER_DAEMONS = ("frr", "bird")
 
 
@@ -47,7 +48,7 @@ class AltTopologyError(TopologyError):
 
 
 @dataclass(frozen=True, slots=True)
-class Site:
+class SiteSpec:
     name: str
     key: str
     eid_prefixes: tuple[Prefix, ...]
@@ -75,7 +76,7 @@ class AttachedEtr:
 
 
 @dataclass(frozen=True, slots=True)
-class AltNode:
+class AltNodeSpec:
     """A host running ``alt-router run``."""
 
     host: str
@@ -83,7 +84,7 @@ class AltNode:
     router_id: IPv4Address
     announce: tuple[Prefix, ...] = ()
     map_resolver: bool = False
-    sites: tuple[Site, ...] = ()
+    sites: tuple[SiteSpec, ...] = ()
     extra: str = ""  # raw TOML appended to the generated config, for keys this format does not cover
     aggregates: tuple[LabAggregate, ...] = ()
     etr: AttachedEtr | None = None
@@ -99,7 +100,7 @@ class AltNode:
 
 
 @dataclass(frozen=True, slots=True)
-class Router:
+class RouterSpec:
     """A host running a reference BGP daemon that peers with the ALT over GRE (IPv4 unicast)."""
 
     host: str
@@ -110,7 +111,7 @@ class Router:
 
 
 @dataclass(frozen=True, slots=True)
-class Tunnel:
+class TunnelSpec:
     """A GRE tunnel and the BGP session over it; ``index`` picks the key and the inner subnets."""
 
     index: int
@@ -121,7 +122,7 @@ class Tunnel:
 
 
 @dataclass(frozen=True, slots=True)
-class Etr:
+class EtrSpec:
     host: str
     map_server: str
     key: str
@@ -133,7 +134,7 @@ class Etr:
 
 
 @dataclass(frozen=True, slots=True)
-class Demo:
+class DemoSpec:
     """What ``lab demo`` looks up: ``eid`` from ``itr`` through the Map-Resolver on ``map_resolver``."""
 
     eid: IPAddress
@@ -145,7 +146,7 @@ class Demo:
 class TunnelEnds:
     """One side's view of a tunnel: addresses and what to call the device."""
 
-    tunnel: Tunnel
+    tunnel: TunnelSpec
     local: str
     remote: str
     underlay_local: IPAddress
@@ -160,12 +161,12 @@ class TunnelEnds:
 class AltTopology:
     topology: Topology
     accept: tuple[Prefix, ...]
-    nodes: tuple[AltNode, ...]
-    tunnels: tuple[Tunnel, ...]
-    etrs: tuple[Etr, ...] = ()
+    nodes: tuple[AltNodeSpec, ...]
+    tunnels: tuple[TunnelSpec, ...]
+    etrs: tuple[EtrSpec, ...] = ()
     itrs: tuple[str, ...] = ()
-    routers: tuple[Router, ...] = ()
-    demo: Demo | None = None
+    routers: tuple[RouterSpec, ...] = ()
+    demo: DemoSpec | None = None
     hold_time: int = DEFAULT_HOLD_TIME
     tunnel_v4: IPv4Network = field(default_factory=lambda: IPv4Network(DEFAULT_TUNNEL_V4))
     tunnel_v6: IPv6Network = field(default_factory=lambda: IPv6Network(DEFAULT_TUNNEL_V6))
@@ -195,13 +196,13 @@ class AltTopology:
             data["name"] = name
         return parse(data)
 
-    def node(self, host: str) -> AltNode:
+    def node(self, host: str) -> AltNodeSpec:
         for node in self.nodes:
             if node.host == host:
                 return node
         raise KeyError(host)
 
-    def router(self, host: str) -> Router:
+    def router(self, host: str) -> RouterSpec:
         for router in self.routers:
             if router.host == host:
                 return router
@@ -219,7 +220,7 @@ class AltTopology:
         """The addresses ``a`` and ``b`` have on a link or segment they share (IPv4 preferred)."""
         return underlay_pair(self.topology, a, b)
 
-    def ends(self, tunnel: Tunnel, host: str) -> TunnelEnds:
+    def ends(self, tunnel: TunnelSpec, host: str) -> TunnelEnds:
         """``tunnel`` as seen from ``host`` (one of its two ends)."""
         if host not in (tunnel.a, tunnel.b):
             raise KeyError(host)
@@ -447,7 +448,7 @@ class AltTopology:
             text += "\n" + node.extra.rstrip("\n") + "\n"
         return text
 
-    def etr_argv(self, etr: Etr) -> list[str]:
+    def etr_argv(self, etr: EtrSpec) -> list[str]:
         rloc, ms = self.underlay(etr.host, etr.map_server)
         argv = [
             sys.executable,
@@ -674,7 +675,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
     if v4.prefixlen > 28 or v6.prefixlen > 60:
         raise AltTopologyError("alt.tunnel_v4/tunnel_v6: pools too small (at most /28 and /60)")
 
-    nodes: list[AltNode] = []
+    nodes: list[AltNodeSpec] = []
     for host, raw in _table(alt["nodes"], "alt.nodes").items():
         key = f"alt.nodes.{host}"
         _host(host, key, hosts)
@@ -689,7 +690,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         for i, p in enumerate(announce):
             if not _inside(p, accept):
                 raise AltTopologyError(f"{key}.announce[{i}]: {p} is outside alt.accept")
-        sites: list[Site] = []
+        sites: list[SiteSpec] = []
         for i, raw_site in enumerate(_list(t.get("sites", []), f"{key}.sites")):
             sk = f"{key}.sites[{i}]"
             st = _table(raw_site, sk)
@@ -698,7 +699,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                 {"name", "key", "eid_prefixes"},
             )
             sites.append(
-                Site(
+                SiteSpec(
                     _str(st["name"], f"{sk}.name"),
                     _str(st["key"], f"{sk}.key"),
                     _prefixes(st["eid_prefixes"], f"{sk}.eid_prefixes"),
@@ -746,7 +747,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         if not isinstance(extra, str):
             raise AltTopologyError(f"{key}.extra: expected a string of TOML")
         nodes.append(
-            AltNode(
+            AltNodeSpec(
                 host,
                 _int(t["asn"], f"{key}.asn", 1, 0xFFFFFFFF),
                 _router_id(t["router_id"], f"{key}.router_id"),
@@ -762,7 +763,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         raise AltTopologyError("alt.nodes: at least one node is needed")
     node_hosts = {n.host for n in nodes}
 
-    routers: list[Router] = []
+    routers: list[RouterSpec] = []
     for host, raw in _table(alt.get("routers", {}), "alt.routers").items():
         key = f"alt.routers.{host}"
         _host(host, key, hosts)
@@ -774,7 +775,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         if daemon not in ROUTER_DAEMONS:
             raise AltTopologyError(f"{key}.daemon: {daemon!r} is not one of {', '.join(ROUTER_DAEMONS)}")
         routers.append(
-            Router(
+            RouterSpec(
                 host,
                 daemon,
                 _int(t["asn"], f"{key}.asn", 1, 0xFFFFFFFF),
@@ -784,7 +785,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         )
     speakers = node_hosts | {r.host for r in routers}
 
-    tunnels: list[Tunnel] = []
+    tunnels: list[TunnelSpec] = []
     seen_pairs: set[frozenset[str]] = set()
     max_tunnels = min(2 ** (30 - v4.prefixlen), 2 ** (64 - v6.prefixlen))
     for i, raw in enumerate(_list(alt.get("tunnels", []), "alt.tunnels")):
@@ -811,7 +812,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         if i >= max_tunnels:
             raise AltTopologyError(f"{key}: the tunnel address pools hold only {max_tunnels} tunnels")
         md5 = t.get("md5_password")
-        tunnel = Tunnel(
+        tunnel = TunnelSpec(
             i,
             a,
             b,
@@ -826,7 +827,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
 
     site_keys = {(n.host, s.key) for n in nodes for s in n.sites}
     site_algs = {(n.host, s.key, s.algorithm) for n in nodes for s in n.sites}
-    etrs: list[Etr] = []
+    etrs: list[EtrSpec] = []
     for host, raw in _table(alt.get("etrs", {}), "alt.etrs").items():
         key = f"alt.etrs.{host}"
         _host(host, key, hosts)
@@ -838,7 +839,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         ms = _host(t["map_server"], f"{key}.map_server", hosts)
         if ms not in node_hosts or not any(n.sites for n in nodes if n.host == ms):
             raise AltTopologyError(f"{key}.map_server: {ms!r} is not an ALT node with map-server sites")
-        etr = Etr(
+        etr = EtrSpec(
             host,
             ms,
             _str(t["key"], f"{key}.key"),
@@ -864,7 +865,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         _host(h, f"alt.itrs[{i}]", hosts) for i, h in enumerate(_list(alt.get("itrs", []), "alt.itrs"))
     )
 
-    demo: Demo | None = None
+    demo: DemoSpec | None = None
     if "demo" in alt:
         t = _table(alt["demo"], "alt.demo")
         _check(t, "alt.demo", {"eid", "itr", "map_resolver"}, {"eid", "itr", "map_resolver"})
@@ -882,7 +883,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
             underlay_pair(topo, itr, mr)
         except AltTopologyError as exc:
             raise AltTopologyError(f"alt.demo: {exc}") from None
-        demo = Demo(eid, itr, mr)
+        demo = DemoSpec(eid, itr, mr)
 
     return AltTopology(
         topo, accept, tuple(nodes), tuple(tunnels), tuple(etrs), itrs, tuple(routers), demo, hold, v4, v6
