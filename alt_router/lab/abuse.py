@@ -175,6 +175,11 @@ def attacks(scale: float, sources: list[str], gre_key: int) -> list[Attack]:
             "--count", str(n(60_000))]),
         Attack("register-refused", "etr", "ms", lambda s: [
             "register-refused", "--target", ADDR["ms"], "--count", str(n(160_000))]),
+        # The route events alone first: what they cost the transit (its bounded event history fills)
+        # is then not counted against the stream clients in the next row.
+        Attack("route-churn", "etr", "core", lambda s: [
+            "route-churn", "--target", ADDR["ms"], "--token", TOKEN, "--prefix", "153.19.0.0/16",
+            "--count", str(n(3_000))]),
         # 200 stream clients that never read on a transit node while ~6,000 route events cross it.
         Attack("stream-clients", "itr", "core", lambda s: [
             "stream-clients", "--target", ADDR["core"], "--token", TOKEN, "--count", str(n(200)),

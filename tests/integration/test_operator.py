@@ -194,8 +194,9 @@ def test_a_killed_node_daemon_is_restarted_and_its_exabgp_replaced(lab: RunningL
     assert new_exabgp != old_exabgp and _exabgp_pids("core") == {new_exabgp}
     text = log.read_text()
     assert f"stopped its orphaned ExaBGP pid {old_exabgp}" in text and "killed by SIGKILL" in text
-    lines, status = status_lines(NAME, lab.ld.path.parent)
-    assert status == 0, lines
+    # `lab status` sees the whole ALT converged again (it re-reads every node: wait for it too).
+    wait_until(lambda: status_lines(NAME, lab.ld.path.parent)[1] == 0, 30, what="lab status back to 0",
+               on_timeout=lambda: "\n".join(status_lines(NAME, lab.ld.path.parent)[0]))
 
 
 def test_sigterm_on_a_node_removes_its_tunnels_and_withdraws_its_prefixes(lab: RunningLab) -> None:
