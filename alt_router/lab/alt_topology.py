@@ -472,15 +472,19 @@ class AltTopology:
             argv += ["--eid", str(eid)]
         return argv
 
-    def frr_config(self, host: str) -> str:
-        """bgpd.conf for a router host: one IPv4 session per tunnel, over the tunnel's inner addresses."""
-        router = self.router(host)
-        peers = [
+    def _router_peers(self, host: str) -> list[BgpPeer]:
+        """A router host's BGP sessions: one per tunnel, IPv4, over the tunnel's inner addresses."""
+        return [
             BgpPeer(
                 e.inner4_remote, self.asn_of(e.remote), e.inner4_local.split("/")[0], e.tunnel.md5_password
             )
             for e in self.tunnels_of(host)
         ]
+
+    def frr_config(self, host: str) -> str:
+        """bgpd.conf for a router host: one IPv4 session per tunnel, over the tunnel's inner addresses."""
+        router = self.router(host)
+        peers = self._router_peers(host)
         text = render_frr_bgpd(
             router.asn,
             str(router.router_id),
@@ -501,12 +505,7 @@ class AltTopology:
         ALT datagrams with its announcements and the kernel forwards them over the GRE TUNs.
         """
         router = self.router(host)
-        peers = [
-            BgpPeer(
-                e.inner4_remote, self.asn_of(e.remote), e.inner4_local.split("/")[0], e.tunnel.md5_password
-            )
-            for e in self.tunnels_of(host)
-        ]
+        peers = self._router_peers(host)
         text = render_bird(
             router.asn,
             str(router.router_id),
