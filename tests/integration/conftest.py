@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +31,13 @@ def lab_names() -> Iterator[Callable[[str], str]]:
     yield register
     for name in names:
         remove_lab(name)
+
+
+@pytest.fixture
+def lab_root() -> Iterator[Path]:
+    """A lab state root the frr user can traverse (pytest's tmp_path is root-only; zebra and bgpd
+    drop to frr before they write their pid files and sockets)."""
+    root = Path(tempfile.mkdtemp(prefix="alt-router-lab-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

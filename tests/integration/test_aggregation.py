@@ -18,10 +18,8 @@ a hole of mid2's aggregate is dropped at mid2 as no route, not sent back up.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +70,6 @@ def _resolves(name: str, eid: str, prefix: str, from_host: str) -> Callable[[], 
                     and record["authoritative"] is True)
     return check
 
-
-@pytest.fixture
-def lab_root() -> Iterator[Path]:
-    """A state root the frr user can traverse (zebra and bgpd drop to frr)."""
-    root = Path(tempfile.mkdtemp(prefix="alt-router-agg-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_three_level_alt_with_aggregates_an_attached_etr_and_frr_bird_peers(

@@ -13,10 +13,8 @@ forwards ALT datagrams by them.  ``lig`` from the ITR must resolve, and ``lig --
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,15 +90,6 @@ def _run_transit(daemon: str, lab_names: Callable[[str], str], root: Path) -> No
         finally:
             down(name, root, out=out)
 
-
-@pytest.fixture
-def lab_root() -> Iterator[Path]:
-    """A state root the frr user can traverse (pytest's tmp_path is root-only; zebra and bgpd drop
-    to frr before they write their pid files and sockets)."""
-    root = Path(tempfile.mkdtemp(prefix="alt-router-transits-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_frr_transit_is_the_only_path_and_lig_resolves(
