@@ -88,6 +88,8 @@ class AltNodeSpec:
     extra: str = ""  # raw TOML appended to the generated config, for keys this format does not cover
     aggregates: tuple[LabAggregate, ...] = ()
     etr: AttachedEtr | None = None
+    # The node's BGP speaker: "exabgp" (default) or "frr", its own FRR (issue 10, docs/deploy.md).
+    bgp: str = "exabgp"
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -385,6 +387,7 @@ class AltTopology:
             # No GRE in many kernels (and the ALT forwarder needs the userspace data path anyway).
             'tunnel_mode = "userspace"',
             f"state_dir = {q(str(state_dir))}",
+            f"bgp = {q(node.bgp)}",
             "",
             "[eid]",
             f"announce = {q([str(p) for p in node.announce])}",
@@ -682,7 +685,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         _check(
             t,
             key,
-            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates", "etr"},
+            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates", "etr", "bgp"},
             {"asn", "router_id"},
         )
         announce = _prefixes(t.get("announce", []), f"{key}.announce")
@@ -745,6 +748,9 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
         extra = t.get("extra", "")
         if not isinstance(extra, str):
             raise AltTopologyError(f"{key}.extra: expected a string of TOML")
+        bgp = t.get("bgp", "exabgp")
+        if bgp not in ("exabgp", "frr"):
+            raise AltTopologyError(f"{key}.bgp: expected \"exabgp\" or \"frr\", not {bgp!r}")
         nodes.append(
             AltNodeSpec(
                 host,
@@ -756,6 +762,7 @@ def parse(data: Mapping[str, Any]) -> AltTopology:
                 extra,
                 tuple(aggregates),
                 attached,
+                bgp,
             )
         )
     if not nodes:

@@ -39,6 +39,8 @@ Family = Literal["ipv4", "ipv6"]
 TUNNEL_MODES: tuple[TunnelMode, ...] = ("auto", "kernel", "userspace")
 AUTH_ALGORITHMS: tuple[AuthAlgorithm, ...] = ("hmac-sha1-96", "hmac-sha256-128")
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+BgpSpeaker = Literal["exabgp", "frr"]
+BGP_SPEAKERS: tuple[BgpSpeaker, ...] = ("exabgp", "frr")
 AuthLength = Literal["full", "truncated"]
 AUTH_LENGTHS: tuple[AuthLength, ...] = ("full", "truncated")
 
@@ -46,6 +48,7 @@ DEFAULT_MAX_PREFIX = 10_000
 DEFAULT_HOLD_TIME = 90
 DEFAULT_API_PORT = 8179
 DEFAULT_STATE_DIR = "/var/lib/alt-router"
+DEFAULT_FRR_BIN_DIR = "/usr/lib/frr"
 DEFAULT_RATE_LIMIT = 100.0
 DEFAULT_MAX_REGISTRATIONS_PER_SITE = 1024
 DEFAULT_MAX_REGISTRATIONS_PER_SOURCE = 256
@@ -79,6 +82,9 @@ class NodeSection:
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     max_prefix: int = DEFAULT_MAX_PREFIX
     fib: FibKind = "dir24"
+    # Who speaks BGP for the ALT (issue 10): ExaBGP with the RIB and forwarding in this process, or
+    # the node's own FRR with the RIB read back from the kernel and forwarding done by the kernel.
+    bgp: BgpSpeaker = "exabgp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,20 @@ class PeerConfig:
 class ExabgpSection:
     config: Path | None = None
     binary: str = "exabgp"
+
+
+@dataclass(frozen=True, slots=True)
+class FrrSection:
+    """``[frr]``: the node's own FRR instance in ``bgp = "frr"`` mode (docs/deploy.md)."""
+
+    bin_dir: Path = Path(DEFAULT_FRR_BIN_DIR)
+    vtysh: str = "vtysh"
+    # FRR's -N: config and sockets under /etc/frr/<pathspace>, /var/run/frr/<pathspace>, so the ALT
+    # instance coexists with an operator's FRR for the underlay.  Empty: the node's name.
+    pathspace: str = ""
+    # A kernel VRF for the ALT routes where the kernel has one; None: the node's network namespace
+    # is the ALT's table (this machine has no VRF module).
+    vrf: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +259,11 @@ class NodeConfig:
     source: str = "<string>"
     # [icmp]: the forwarder's ICMP error limits (alt_router.alt.icmp).
     icmp: IcmpLimits = field(default_factory=IcmpLimits)
+    frr: FrrSection = field(default_factory=FrrSection)
+
+    @property
+    def frr_pathspace(self) -> str:
+        return self.frr.pathspace or self.node.name
 
     def peer(self, name: str) -> PeerConfig | None:
         return next((p for p in self.peers if p.name == name), None)
@@ -476,10 +501,11 @@ def _read_node(r: _Reader, doc: dict[str, Any]) -> NodeSection | None:
     state_dir = r.get(t, "state_dir", p, lambda v: Path(_secret(v)), Path(DEFAULT_STATE_DIR))
     max_prefix = r.get(t, "max_prefix", p, _int_range(1, 10_000_000), DEFAULT_MAX_PREFIX)
     fib = r.get(t, "fib", p, _choice(FIB_KINDS), "dir24")
+    bgp = r.get(t, "bgp", p, _choice(BGP_SPEAKERS), "exabgp")
     r.done(t, p)
     if name is None or asn is None or router_id is None:
         return None
-    return NodeSection(name, asn, router_id, mode, state_dir, max_prefix, fib)
+    return NodeSection(name, asn, router_id, mode, state_dir, max_prefix, fib, bgp)
 
 
 def _read_eid(r: _Reader, doc: dict[str, Any]) -> EidSection:
@@ -621,6 +647,16 @@ def _read_exabgp(r: _Reader, doc: dict[str, Any]) -> ExabgpSection:
     binary = r.get(t, "binary", "exabgp", _secret, "exabgp")
     r.done(t, "exabgp")
     return ExabgpSection(config, binary)
+
+
+def _read_frr(r: _Reader, doc: dict[str, Any]) -> FrrSection:
+    t = r.table(doc, "frr", "")
+    bin_dir = r.get(t, "bin_dir", "frr", lambda v: Path(_secret(v)), Path(DEFAULT_FRR_BIN_DIR))
+    vtysh = r.get(t, "vtysh", "frr", _secret, "vtysh")
+    pathspace = r.get(t, "pathspace", "frr", _name, "")
+    vrf = r.get(t, "vrf", "frr", _name, None)
+    r.done(t, "frr")
+    return FrrSection(bin_dir, vtysh, pathspace, vrf)
 
 
 def _read_api(r: _Reader, doc: dict[str, Any]) -> ApiSection:
@@ -831,10 +867,11 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
                         f"{m.eid_prefix} is outside the accepted EID space (eid.accept), "
                         "which an ALT-attached ETR announces into")
     icmp = _read_icmp(r, doc)
+    frr = _read_frr(r, doc)
     r.done(doc, "")
     if r.problems or node is None:
         raise ConfigError(source, r.problems or ["[node] is incomplete"])
-    return NodeConfig(node, eid, peers, exabgp, api, mr, ms, etr, source, icmp=icmp)
+    return NodeConfig(node, eid, peers, exabgp, api, mr, ms, etr, source, icmp=icmp, frr=frr)
 
 
 def load_config(path: str | Path) -> NodeConfig:
