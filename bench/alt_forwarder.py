@@ -23,7 +23,7 @@ from alt_router.gre import header as gre
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import Dataplane
 from alt_router.inet import PROTO_GRE, ipv4_header, udp_packet
-from alt_router.rib import Announce, PeerInfo, Rib, Update
+from alt_router.rib import AnnouncedRoute, PeerInfo, Rib, Update
 
 
 def main() -> None:
@@ -36,7 +36,8 @@ def main() -> None:
     rib = Rib(65001, [ip_network("0.0.0.0/0")], [PeerInfo("b", 65002, (hop,))])
     rib.peer_up("b", 0.0)
     rib.apply(Update("b", announce=tuple(
-        Announce(ip_network(f"{10 + i // 256}.{i % 256}.0.0/16"), hop, (65002,)) for i in range(args.routes)
+        AnnouncedRoute(ip_network(f"{10 + i // 256}.{i % 256}.0.0/16"), hop, (65002,))
+        for i in range(args.routes)
     )))
     src = IPv4Address("192.0.2.1")
     # Destination i lies in route i % routes, so every datagram has a route.

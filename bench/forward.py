@@ -1,7 +1,7 @@
 """Map-Request ALT datagrams through one alt_router hop (userspace GRE in and out) vs the kernel.
 
 Run as root:  python bench/forward.py [--seconds 3] [--latency-rate 10000] [--latency-seconds 3]
-              [--per-packet-syscalls]
+              [--per-packet-syscalls] [--mode frr]
 
 Builds its own lab and tears it down at the end:
 
@@ -12,14 +12,20 @@ Builds its own lab and tears it down at the end:
 EID in 153.16.0.0/16, a fresh nonce each) either GRE-encapsulated to m (a raw
 protocol-47 socket, GRE key 1) or as plain IP packets routed through k.  m runs
 exactly what ``alt-router run`` runs for the data path (``Engine`` attached to
-asyncio, ``NodeMapping.hook`` and ``fast_hook``), with one route 153.16.0.0/16
-learned from peer r: it decapsulates, decides, decrements the TTL and
+asyncio, ``NodeMapping.hook`` and ``fast_hook``, events to ``NodeMapping.dispatch``),
+with one route 153.16.0.0/16 learned from peer r: it decapsulates, decides, decrements the TTL and
 re-encapsulates towards r (key 2).  Throughput is what arrives at r (its
 interface counters) per second while s sends as fast as it can (64 datagrams per
 sendmmsg, so that the sender outruns both paths).  Latency is measured in the
 middle node with a pair of packet captures (AF_PACKET, kernel receive/transmit
 timestamps, matched by the Map-Request nonce) while s sends at a fixed rate: the
 time the hop adds.
+
+``--mode frr`` (issue 10) adds a third hop in the same run, after the ExaBGP-mode one on the same
+host m: ``alt-router run`` with ``[node] bgp = "frr"`` (its own FRR, tunnels on TUNs with no
+forwarder hook), whose kernel forwards the ALT datagrams from TUN to TUN; the userspace GRE
+engine only decapsulates and encapsulates.  Printed: datagrams/s of the FRR-mode, ExaBGP-mode and
+kernel hops and the ratios (target: FRR-mode >= 1.5x the ExaBGP-mode hop).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from alt_router.lab import Lab, Topology, wait_until
+from alt_router.lab import Lab, ProcessHandle, Topology, wait_until
+from alt_router.node.control import query
 
 PY = sys.executable
 
@@ -101,16 +108,17 @@ MIDDLE = textwrap.dedent("""
     from alt_router.node.core import NodeCore
     from alt_router.node.tunnels import tunnel_configs, tunnel_name
     from alt_router.node.mapping import NodeMapping
-    from alt_router.rib import Announce, Update
+    from alt_router.rib import AnnouncedRoute, Update
     config = load_config(sys.argv[1])
     core = NodeCore(config)
     core.rib.peer_up("r", 0.0)
     core.rib.apply(Update("r", announce=(
-        Announce(ip_network("153.16.0.0/16"), IPv4Address("10.255.2.2"), (65002,)),)), 0.0)
+        AnnouncedRoute(ip_network("153.16.0.0/16"), IPv4Address("10.255.2.2"), (65002,)),)), 0.0)
     mapping = NodeMapping(config, core.rib, {p.name: tunnel_name(p, i) for i, p in enumerate(config.peers)},
                           announce=lambda p: None, withdraw=lambda p: None)
-    engine = Engine(tunnel_configs(config), mapping.hook, batched=sys.argv[3] == "batched")
-    engine.dataplane.fast_hook = mapping.fast_hook  # as Node.start does
+    # Built as open_tunnels builds it for Node: the hooks and the event sink at construction.
+    engine = Engine(tunnel_configs(config), mapping.hook, mapping.fast_hook, events=mapping.dispatch,
+                    batched=sys.argv[3] == "batched")
     engine.open()
     loop = asyncio.new_event_loop()
     engine.attach(loop)
@@ -268,8 +276,55 @@ PAIRS = textwrap.dedent("""
 """)
 
 
+
+def per_run(topology: str) -> str:
+    """The lab topology under a name of this run's own: two runs at once (two people, or a test
+    beside a bench) must not remove each other's namespaces."""
+    return topology.replace('name = "bfwd"', f'name = "bfwd{os.getpid():x}"', 1)
+
 def rx(lab: Lab, host: str, ifname: str) -> int:
     return int(lab.exec(host, ["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid``, all its threads (the data-plane thread too)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def measured_blast(lab: Lab, pid: int, seconds: float) -> dict[str, float]:
+    """``blast`` through m, plus the CPU the middle process spent per datagram it forwarded: a
+    figure that does not depend on what else shares the machine's cores."""
+    settle(lab)
+    user0, sys0 = cpu_times(pid)
+    result = blast(lab, "gre", seconds)
+    settle(lab)
+    user1, sys1 = cpu_times(pid)
+    # User time is the Python; system time the syscalls, with what the kernel does inside them
+    # (for the FRR-mode hop, forwarding the datagram from one TUN to the other).
+    result["cpu_user_seconds"], result["cpu_sys_seconds"] = user1 - user0, sys1 - sys0
+    result["cpu_seconds"] = result["cpu_user_seconds"] + result["cpu_sys_seconds"]
+    forwarded = rx(lab, "r", "eth-m") - result.pop("_rx_before")
+    result["forwarded_incl_backlog"] = forwarded
+    result["cpu_us_per_datagram"] = 1e6 * result["cpu_seconds"] / forwarded if forwarded else float("nan")
+    return result
+
+
+def settle(lab: Lab, timeout: float = 30.0) -> None:
+    """Wait until nothing more arrives at r: a hop with a deep socket buffer is still draining the
+    previous run, whose datagrams would count in the next one (and match its nonces)."""
+    last = [rx(lab, "r", "eth-m") + rx(lab, "r", "eth-k"), 0]
+
+    def quiet() -> bool:
+        now = rx(lab, "r", "eth-m") + rx(lab, "r", "eth-k")
+        last[1] = last[1] + 1 if now == last[0] else 0
+        last[0] = now
+        return last[1] >= 3
+
+    wait_until(quiet, timeout, interval=0.2, what="the previous run's datagrams drained")
 
 
 def blast(lab: Lab, mode: str, seconds: float, rate: float = 0) -> dict[str, float]:
@@ -280,18 +335,90 @@ def blast(lab: Lab, mode: str, seconds: float, rate: float = 0) -> dict[str, flo
     got = rx(lab, "r", ifname) - before
     doc = json.loads(out)
     return {"sent": doc["sent"], "received": got, "sent_per_s": doc["sent"] / doc["seconds"],
-            "received_per_s": got / doc["seconds"], "seconds": doc["seconds"]}
+            "received_per_s": got / doc["seconds"], "seconds": doc["seconds"], "_rx_before": before}
 
 
-def latency(lab: Lab, host: str, mode: str, rate: float, seconds: float) -> dict[str, object]:
+def latency(
+    lab: Lab, host: str, mode: str, rate: float, seconds: float, *, name: str = ""
+) -> dict[str, object]:
     # The capture outlives the sender's start-up (it builds its datagrams first) and its run.
-    pairs = lab.spawn(host, [PY, "-c", PAIRS, "eth-s", "eth-r", str(seconds + 8)], name=f"pairs-{mode}")
+    pairs = lab.spawn(host, [PY, "-c", PAIRS, "eth-s", "eth-r", str(seconds + 8)],
+                      name=f"pairs-{name or mode}")
     wait_until(lambda: "ready" in pairs.read_log(), 10, what="capture ready", on_timeout=pairs.log_tail)
+    settle(lab)
     sent = blast(lab, mode, seconds, rate)
+    sent.pop("_rx_before")
     wait_until(lambda: not pairs.running(), seconds + 20, what="capture done", on_timeout=pairs.log_tail)
     result: dict[str, object] = json.loads(pairs.read_log().splitlines()[-1])
     result["sent_per_s"] = round(sent["sent_per_s"])
     return result
+
+
+def start_middle(lab: Lab, tmp: Path, io: str) -> ProcessHandle | None:
+    """The ExaBGP-mode hop on m: the daemon's data path with its ALT forwarder (MIDDLE)."""
+    conf = tmp / "m.toml"
+    conf.write_text(NODE_CONFIG.format(state=tmp / "m-state"))
+    ready = tmp / "m.ready"
+    middle = lab.spawn("m", [PY, "-c", MIDDLE, str(conf), str(ready), io], name="middle")
+    wait_until(lambda: ready.exists() or not middle.running(), 20, what="middle node",
+               on_timeout=middle.log_tail)
+    if not middle.running():
+        print(middle.log_tail(), file=sys.stderr)
+        return None
+    return middle
+
+
+# The FRR-mode hop's kernel forwards (RFC 1812 §5.3.1), with no source check: the datagrams come in
+# over the TUN from s, whose underlay address m reaches over eth-s.
+FRR_HOP_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                   "net.ipv4.conf.default.rp_filter=0")
+FRR_ROUTE = ["ip", "route", "replace", "153.16.0.0/16", "via", "10.255.2.2", "dev", "alt-r", "proto", "bgp"]
+
+
+def start_frr_node(lab: Lab, tmp: Path) -> ProcessHandle | None:
+    """The FRR-mode hop on m: ``alt-router run`` with ``[node] bgp = "frr"`` (issue 10).
+
+    Its own FRR (zebra + bgpd) runs, its tunnels are userspace GRE on TUNs with no forwarder hook,
+    and its kernel forwards.  There is no BGP speaker on r, so the route to r is put in m's kernel
+    table as zebra installs a BGP route (``proto bgp`` via the tunnel peer; the node's netlink
+    reader takes it into its RIB like any other): the data path is the one a learned route takes.
+    """
+    state = tmp / "m-frr-state"
+    conf = tmp / "m-frr.toml"
+    text = NODE_CONFIG.format(state=state).replace('tunnel_mode = "userspace"\n',
+                                                    'tunnel_mode = "userspace"\nbgp = "frr"\n', 1)
+    conf.write_text(text + '\n[frr]\npathspace = "bench-forward-m"\n')
+    tmp.chmod(0o755)  # the node's FRR runs as the frr user under its state dir
+    lab.exec("m", ["sysctl", "-q", "-w", *FRR_HOP_SYSCTLS])
+    node = lab.spawn("m", [PY, "-m", "alt_router.cli", "run", "-c", str(conf)], name="frr-node")
+
+    def up() -> bool:
+        if not node.running():
+            return True
+        try:
+            answer = query(state, {"cmd": "status", "routes": False}, timeout=5)
+        except (OSError, ValueError):
+            return False
+        shown = lab.exec("m", ["ip", "-o", "-4", "addr", "show", "dev", "alt-r"], check=False).stdout
+        return bool(answer.get("ok")) and " 10.255.2.1/" in shown
+
+    wait_until(up, 60, what="the FRR-mode node with its tunnels", on_timeout=node.log_tail)
+    if not node.running():
+        print(node.log_tail(), file=sys.stderr)
+        return None
+    lab.exec("m", FRR_ROUTE)
+    return node
+
+
+def frr_node_routes(tmp: Path) -> int | None:
+    try:
+        return int(query(tmp / "m-frr-state", {"cmd": "status", "routes": False}, timeout=5)["rib"]["routes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def main() -> int:
@@ -302,45 +429,80 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--per-packet-syscalls", action="store_true",
                     help="middle node without recvmmsg/sendmmsg (Engine(batched=False)), for comparison")
+    ap.add_argument("--mode", choices=("exabgp", "frr"), default="exabgp",
+                    help="frr: also an FRR-mode hop ([node] bgp = \"frr\", kernel forwarding, "
+                         "userspace GRE only for the encapsulation), in the same run as the "
+                         "ExaBGP-mode and kernel hops")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/forward.py needs root (network namespaces)", file=sys.stderr)
         return 2
     with TemporaryDirectory(prefix="bench-forward-") as tmp, \
-            Lab(Topology.from_toml(TOPOLOGY), workdir=Path(tmp)) as lab:
-        conf = Path(tmp) / "m.toml"
-        conf.write_text(NODE_CONFIG.format(state=Path(tmp) / "m-state"))
-        ready = Path(tmp) / "m.ready"
+            Lab(Topology.from_toml(per_run(TOPOLOGY)), workdir=Path(tmp)) as lab:
         io = "single" if args.per_packet_syscalls else "batched"
-        middle = lab.spawn("m", [PY, "-c", MIDDLE, str(conf), str(ready), io], name="middle")
-        wait_until(lambda: ready.exists() or not middle.running(), 20, what="middle node",
-                   on_timeout=middle.log_tail)
-        if not middle.running():
-            print(middle.log_tail(), file=sys.stderr)
+        middle = start_middle(lab, Path(tmp), io)
+        if middle is None:
             return 1
         blast(lab, "gre", 0.5)  # warm-up: caches, ARP
         blast(lab, "kernel", 0.5)
-        alt = blast(lab, "gre", args.seconds)
+        alt = measured_blast(lab, middle.pid, args.seconds)
+        settle(lab)
         kern = blast(lab, "kernel", args.seconds)
+        kern.pop("_rx_before")
         lat_alt = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds)
         lat_kern = latency(lab, "k", "kernel", args.latency_rate, args.latency_seconds)
         middle.stop()
-        result = {
+        result: dict[str, object] = {
             "alt_router_hop": alt, "kernel_hop": kern,
             "ratio": alt["received_per_s"] / kern["received_per_s"] if kern["received_per_s"] else None,
             "latency_alt_router_hop": lat_alt, "latency_kernel_hop": lat_kern,
             "middle": middle.log_tail(3),
         }
+        frr = lat_frr = None
+        if args.mode == "frr":
+            node = start_frr_node(lab, Path(tmp))
+            if node is None:
+                return 1
+            blast(lab, "gre", 0.5)  # warm-up: the new TUNs' neighbours
+            frr = measured_blast(lab, node.pid, args.seconds)
+            lat_frr = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds, name="frr")
+            result["frr_node_rib_routes"] = frr_node_routes(Path(tmp))  # the route, read back from the kernel
+            node.stop()
+            result.update({
+                "frr_mode_hop": frr, "latency_frr_mode_hop": lat_frr,
+                "frr_vs_exabgp_ratio": _ratio(frr["received_per_s"], alt["received_per_s"]),
+                "frr_vs_kernel_ratio": _ratio(frr["received_per_s"], kern["received_per_s"]),
+                # > 1: the FRR-mode hop spends less CPU per datagram than the ExaBGP-mode hop.
+                "exabgp_vs_frr_cpu_per_datagram": _ratio(alt["cpu_us_per_datagram"],
+                                                         frr["cpu_us_per_datagram"]),
+            })
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     print(f"alt_router hop (userspace GRE in/out + forwarder): {alt['received_per_s']:>10,.0f} datagrams/s "
           f"(sender offered {alt['sent_per_s']:,.0f}/s)")
+    if frr is not None:
+        print(f"FRR-mode hop (userspace GRE, kernel forwarding):   {frr['received_per_s']:>10,.0f} "
+              f"datagrams/s (sender offered {frr['sent_per_s']:,.0f}/s)")
     print(f"kernel hop (plain IP forwarding):                  {kern['received_per_s']:>10,.0f} datagrams/s "
           f"(sender offered {kern['sent_per_s']:,.0f}/s)")
     if result["ratio"] is not None:
         print(f"ratio alt_router / kernel: {result['ratio']:.1%}")
-    for name, lat in (("alt_router", lat_alt), ("kernel", lat_kern)):
+    for name, hop in (("alt_router", alt), ("FRR-mode", frr)):
+        if hop is not None:
+            print(f"CPU per datagram, {name} hop process: {hop['cpu_us_per_datagram']:.1f} us "
+                  f"({hop['cpu_user_seconds']:.2f} s user + {hop['cpu_sys_seconds']:.2f} s system "
+                  f"for {hop['forwarded_incl_backlog']:,} datagrams)")
+    if frr is not None:
+        for key, what in (("frr_vs_exabgp_ratio", "FRR-mode hop / ExaBGP-mode hop"),
+                          ("frr_vs_kernel_ratio", "FRR-mode hop / kernel"),
+                          ("exabgp_vs_frr_cpu_per_datagram",
+                           "CPU per datagram, ExaBGP-mode hop / FRR-mode hop")):
+            value = result[key]
+            if isinstance(value, float):
+                print(f"ratio {what}: {value:.2f}x")
+    lats = [("alt_router", lat_alt), ("kernel", lat_kern)] + ([("FRR-mode", lat_frr)] if lat_frr else [])
+    for name, lat in lats:
         print(f"added latency per {name} hop at {lat['sent_per_s']:,}/s: p50 {lat['p50_us']} us, "
               f"p90 {lat['p90_us']} us, p99 {lat['p99_us']} us, max {lat['max_us']} us "
               f"({lat['matched']} datagrams matched)")

@@ -17,6 +17,14 @@ ride userspace GRE so the two receivers see the same path.  Reported:
   ``fib="tree"``, and through pytricia directly; destinations uniform over the
   table, and from a working set of 4096 active ones.
 
+``--mode frr`` (issue 10): ``n`` is an FRR-integrated node instead (``[node] bgp = "frr"``: its
+own FRR bgpd + zebra speak BGP and install the routes in ``n``'s kernel table, the node reads them
+back over netlink), and ``f`` runs FRR bgpd + zebra alone.  Reported: time from BIRD's start
+until the last prefix is in ``n``'s kernel table and the node's RIB (the one ``/v1/routes``
+serves, checked there at the end) vs until ``f``'s zebra has all of them in the kernel (its FIB
+count); peak RSS of the whole node (alt-router + its bgpd + zebra, every process in ``n``) vs
+``f``'s bgpd + zebra.  Targets: both ratios <= 1.2.
+
 ``--offline`` feeds ExaBGP-shaped JSON lines (1000 NLRI per line, as ExaBGP
 writes BIRD's 4 KiB UPDATEs) straight into ``NodeCore.on_line`` and reports
 prefixes/s and the RSS the RIB added: the part of the pipeline that is ours.
@@ -34,6 +42,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -64,12 +73,20 @@ NLRI_PER_LINE = 1000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+
+def per_run(topology: str) -> str:
+    """The lab topology under a name of this run's own: two runs at once (two people, or a test
+    beside a bench) must not remove each other's namespaces."""
+    return topology.replace('name = "ingest"', f'name = "ingest{os.getpid():x}"', 1)
+
 def prefixes(n: int) -> list[str]:
     return [f"{IPv4Address(BASE + (i << 8))}/24" for i in range(n)]
 
 
-def node_toml(state_dir: Path) -> str:
-    return f"""
+def node_toml(state_dir: Path, bgp: str = "exabgp") -> str:
+    # The FRR pathspace (-N) is machine-wide: name it for this bench, not just "n".
+    frr = '[frr]\npathspace = "bench-ingest-n"\n' if bgp == "frr" else ""
+    return f"""{frr}
 [node]
 name = "n"
 asn = 65001
@@ -77,6 +94,7 @@ router_id = "192.0.2.1"
 tunnel_mode = "userspace"
 state_dir = "{state_dir}"
 max_prefix = 10000000
+bgp = "{bgp}"
 [eid]
 announce = []
 accept = ["16.0.0.0/4"]
@@ -284,7 +302,7 @@ def live(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
 
     nets = prefixes(n)
     work = Path(tempfile.mkdtemp(prefix="alt-router-ingest-"))
-    with Lab(Topology.from_toml(TOPOLOGY), workdir=work) as lab:
+    with Lab(Topology.from_toml(per_run(TOPOLOGY)), workdir=work) as lab:
         (work / "tunnels.toml").write_text(TUNNELS)
         cli = [sys.executable, "-m", "alt_router.cli"]
         lab.spawn("s", [*cli, "tunnel", "-c", str(work / "tunnels.toml")], name="tunnel")
@@ -340,6 +358,159 @@ def live(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
     return result
 
 
+def netns_rss_kb(netns: str, sampler: Sampler, prefix: str, skip: tuple[str, ...] = ()) -> int:
+    """Summed RSS of every process in ``netns`` (each one sampled as PREFIX-COMM), less ``skip``.
+
+    A whole FRR-mode node is alt-router, its zebra and its bgpd, whatever their pids are after a
+    restart; the short-lived vtysh runs (the node's peer poll, this bench's) are not the node.
+    """
+    from alt_router.lab.netns import netns_pids  # noqa: PLC0415
+
+    total = 0
+    for pid in netns_pids(netns):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in ("vtysh", "ip", *skip):  # "ip": an `ip netns exec vtysh` not yet exec'd
+            continue
+        total += sampler.sample(f"{prefix}-{comm}", pid)
+    return total
+
+
+def _zebra_fib(frr: object) -> int:
+    """BGP routes zebra has installed in the kernel (``show ip route summary json``)."""
+    try:
+        summary = frr.vtysh_json("show ip route summary json")  # type: ignore[attr-defined]
+    except Exception:
+        return 0
+    return _bgp_fib(summary)
+
+
+def _bgp_fib(summary: dict[str, object]) -> int:
+    routes = summary.get("routes", [])
+    return sum(int(r.get("fib", 0)) for r in routes if "bgp" in str(r.get("type", "")))  # type: ignore[union-attr]
+
+
+def _vtysh_json(lab: object, host: str, vty_dir: Path, command: str) -> dict[str, object]:
+    try:
+        out = lab.exec(host, ["vtysh", "--vty_socket", str(vty_dir), "-c", command],  # type: ignore[attr-defined]
+                       check=False, timeout=30).stdout
+        doc = json.loads(out)
+    except Exception:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def live_frr(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
+    """``--mode frr``: BIRD into an FRR-integrated node and into FRR bgpd + zebra alone, same feed."""
+    from alt_router.lab import Lab, Topology, wait_until  # noqa: PLC0415 - needs root and the lab tools
+    from alt_router.lab.daemons import start_bird, start_frr  # noqa: PLC0415
+
+    nets = prefixes(n)
+    last = nets[-1]
+    work = Path(tempfile.mkdtemp(prefix="alt-router-ingest-"))
+    work.chmod(0o755)  # the node's FRR runs as the frr user under n-state/
+    with Lab(Topology.from_toml(per_run(TOPOLOGY)), workdir=work) as lab:
+        (work / "tunnels.toml").write_text(TUNNELS)
+        cli = [sys.executable, "-m", "alt_router.cli"]
+        lab.spawn("s", [*cli, "tunnel", "-c", str(work / "tunnels.toml")], name="tunnel")
+        state = work / "n-state"
+        (work / "n.toml").write_text(node_toml(state, bgp="frr"))
+        node = lab.spawn("n", [*cli, "run", "-c", str(work / "n.toml")], name="node")
+        frr = start_frr(lab, "f", asn=65002, router_id="10.255.2.2", peers=[], config=FRR_CONF, zebra=True)
+        lab.spawn("f", [*cli, "tunnel", "--mode", "userspace", "--name", "gre-s", "--local", "10.50.0.3",
+                        "--remote", "10.50.0.1", "--address", "10.255.2.2/30"], name="tunnel")
+        wait_until(lambda: _status(state) or not node.running(), 60, what="the FRR-mode node answering",
+                   on_timeout=node.log_tail)
+        if not node.running():
+            raise SystemExit(f"the FRR-mode node exited:\n{node.log_tail()}")
+        ns_n, ns_f = lab.netns("n"), lab.netns("f")
+        vty_n = state / "frr"
+        t0 = time.monotonic()
+        bird = start_bird(lab, "s", asn=65100, router_id="10.255.1.1", peers=[], config=bird_conf(nets))
+        done: dict[str, float] = {}
+        seen: dict[str, int] = {}
+        deadline = t0 + timeout
+
+        def node_rib() -> int:
+            st = _status(state)
+            return int(st["rib"]["routes"]) if st else 0  # type: ignore[index]
+
+        def node_bgpd() -> int:
+            summary = _vtysh_json(lab, "n", vty_n, "show bgp ipv4 unicast summary json")
+            return int(summary.get("peers", {}).get("10.255.1.1", {}).get("pfxRcd", 0))  # type: ignore[attr-defined]
+
+        # One poller per figure, each timing its own: a slow vtysh answer from one daemon under
+        # load must not hold back the sampling of the others.  The node's bgpd and zebra figures
+        # show where its time goes (BGP, the kernel, or reading the kernel back).
+        watched: dict[str, Callable[[], int]] = {
+            "node": node_rib,
+            "node_bgpd": node_bgpd,
+            "node_zebra": lambda: _bgp_fib(_vtysh_json(lab, "n", vty_n, "show ip route summary json")),
+            "frr": lambda: _zebra_fib(frr),
+            "frr_bgpd": lambda: _frr_received(frr),
+        }
+
+        def poll(name: str, count: Callable[[], int]) -> None:
+            # zebra walks its whole table for a route summary: asked often, that slows the very
+            # installation it measures (both zebras alike, but the figures are longer for it).
+            interval = 1.0 if name in ("node_zebra", "frr") else 0.2
+            while time.monotonic() < deadline and not {"node", "frr"} <= done.keys():
+                seen[name] = count()
+                if seen[name] >= n:
+                    done[name] = time.monotonic() - t0
+                    return
+                time.sleep(interval)
+
+        pollers = [threading.Thread(target=poll, args=item, daemon=True) for item in watched.items()]
+        for thread in pollers:
+            thread.start()
+        peak = {"node": 0, "frr": 0}
+        sampler = Sampler()
+        while any(t.is_alive() for t in pollers):
+            peak["node"] = max(peak["node"], netns_rss_kb(ns_n, sampler, "node"))
+            peak["frr"] = max(peak["frr"], netns_rss_kb(ns_f, sampler, "frr", skip=("python3",)))
+            if trace:
+                print(f"{time.monotonic() - t0:6.1f}s {seen} done {done}", file=sys.stderr)
+            time.sleep(0.5)
+        # Visible in the monitoring API too: /v1/routes has the last prefix, and the whole table.
+        api = lab.exec("n", [sys.executable, "-c", (
+            "import json, urllib.request\n"
+            f"u = 'http://127.0.0.1:8179/v1/routes?prefix={last}&limit=1'\n"
+            "print(urllib.request.urlopen(u, timeout=30).read().decode())")], check=False, timeout=60)
+        try:
+            api_doc = json.loads(api.stdout)
+        except ValueError:
+            api_doc = {"error": api.stdout[-300:] + api.stderr[-300:]}
+        kernel = lab.exec("n", ["ip", "-4", "route", "show", "proto", "bgp", "root", "16.0.0.0/4"],
+                          check=False, timeout=120).stdout.count("\n")
+        final = _status(state) or {}
+        del bird
+    result: dict[str, object] = {
+        "mode": "frr",
+        "prefixes": n,
+        "node_seconds": _round(done.get("node")),
+        "node_bgpd_received_seconds": _round(done.get("node_bgpd")),
+        "node_zebra_fib_seconds": _round(done.get("node_zebra")),
+        "frr_zebra_fib_seconds": _round(done.get("frr")),
+        "frr_bgpd_received_seconds": _round(done.get("frr_bgpd")),
+        "node_peak_rss_mb": round(peak["node"] / 1024, 1),
+        "frr_peak_rss_mb": round(peak["frr"] / 1024, 1),
+        "peak_rss_mb": {k: round(v / 1024, 1) for k, v in sampler.peak_kb.items()},
+        "cpu_seconds": {k: round(v, 1) for k, v in sampler.cpu.items()},
+        "node_kernel_routes_at_end": kernel,
+        "api_last_prefix": (api_doc.get("routes") or [None])[0] if isinstance(api_doc, dict) else api_doc,
+        "node_status_at_end": {"rib": final.get("rib"), "frr": final.get("frr")},
+        "workdir": str(work),
+    }
+    if done.get("node") and done.get("frr"):
+        result["time_ratio"] = round(done["node"] / done["frr"], 2)
+    if peak["frr"]:
+        result["memory_ratio"] = round(peak["node"] / peak["frr"], 2)
+    return result
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -367,10 +538,17 @@ def main() -> int:
     ap.add_argument("--prefixes", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--offline", action="store_true", help="only the daemon's pure path, no namespaces")
+    ap.add_argument("--mode", choices=("exabgp", "frr"), default="exabgp",
+                    help="the node's BGP speaker: ExaBGP (default) or its own FRR (issue 10)")
     ap.add_argument("--no-lookups", action="store_true", help="skip the LPM lookup measurement")
     ap.add_argument("--trace", action="store_true", help="print both route counts every sample (stderr)")
     args = ap.parse_args()
-    result = offline(args.prefixes) if args.offline else live(args.prefixes, args.timeout, args.trace)
+    if args.offline:
+        result = offline(args.prefixes)
+    elif args.mode == "frr":
+        result = live_frr(args.prefixes, args.timeout, args.trace)
+    else:
+        result = live(args.prefixes, args.timeout, args.trace)
     if not args.no_lookups:
         result.update(lookups_per_second(prefixes(args.prefixes)))
     print(json.dumps(result, indent=1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,3 +44,35 @@ def require_tool(name: str, path: str | None = None) -> str:
 @pytest.fixture
 def root() -> None:
     require(os.geteuid() == 0, "needs root for network namespaces")
+
+
+# The host's own forwarding switches: a test that flips them (a node or zebra started outside its
+# namespace) would change what every later namespace inherits, and a later test fails far from the
+# cause.  Checked around every test; restored, and the test that changed them fails.
+_HOST_SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+def _read_sysctls() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in _HOST_SYSCTLS:
+        try:
+            with open(path, encoding="ascii") as f:
+                out[path] = f.read().strip()
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _host_sysctls_unchanged() -> Iterator[None]:
+    before = _read_sysctls()
+    yield
+    after = _read_sysctls()
+    changed = {p: (before[p], v) for p, v in after.items() if p in before and v != before[p]}
+    for path, (was, _now) in changed.items():
+        try:
+            with open(path, "w", encoding="ascii") as f:
+                f.write(was)
+        except OSError:
+            pass
+    assert not changed, f"this test changed the host's sysctls (restored): {changed}"

@@ -130,3 +130,25 @@ def test_the_checker_finds_a_cycle() -> None:
     # The check itself must be able to fail.
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _class_names(root: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                found[node.name].append(str(path.relative_to(root)))
+    return found
+
+
+def test_every_class_name_is_defined_once() -> None:
+    """Issue 13: two classes with one name (``Announce`` in the RIB and in the Map-Server's actions)
+    made a reader guess which one an import meant; each class says what it is, once."""
+    twice = {name: where for name, where in _class_names(ROOT).items() if len(where) > 1}
+    assert twice == {}
+
+
+def test_the_class_name_check_sees_a_twin(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("class Site:\n    pass\n")
+    (tmp_path / "b.py").write_text("class Site:\n    pass\nclass Other:\n    pass\n")
+    assert {n: w for n, w in _class_names(tmp_path).items() if len(w) > 1} == {"Site": ["a.py", "b.py"]}

@@ -12,8 +12,11 @@ sequence number moves) or the local prefixes change: the LISP payload is never
 decoded here.  IPv6 extension headers are not walked: an ALT datagram carries
 none, and anything else is left to the kernel.
 
-ICMP errors (Time Exceeded, Destination Unreachable) are queued for the edge to
-send over the *underlay* (``SendIp``): the datagram's source is the ITR or lig
+Every decision is a verdict that says what happened (``alt_router.gre.dataplane``):
+``Forward(tunnel, packet)``, ``Local(tunnel, packet)`` for this node's Map-Server or ETR,
+``Deliver`` (not an ALT datagram: the kernel's), or ``Drop(reason, icmp=...)``.  The ICMP
+error (Time Exceeded, Destination Unreachable) travels in the Drop, for the edge to send
+over the *underlay*: the datagram's source is the ITR or lig
 host's RLOC, which the ALT does not route (it carries EID prefixes only) but
 which every ETR must reach anyway to send its Map-Reply.  Whether an error may
 be sent at all, and how many, is ``alt_router.alt.icmp``'s call (RFC 1812
@@ -33,7 +36,6 @@ from alt_router.alt.icmp import IcmpLimits, IcmpRateLimiter
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import DELIVER, Drop, Forward, Local, Verdict
 from alt_router.inet import InetError, icmp_error
-from alt_router.mapping.actions import SendIp
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
 from alt_router.rib.table import DualTable
@@ -44,7 +46,6 @@ LOCAL: Final = "<local>"
 _DISCARD: Final = "<discard>"
 # The route decision for a hole in one of our active aggregates: counted, then treated as no route.
 
-MAX_PENDING_ICMP = 1024
 _CACHE_MAX = 65536
 _MISS: Final = object()
 # fast_forward's views of an IPv4 header (version/IHL, total length, flags and fragment offset,
@@ -60,17 +61,15 @@ TTL_EXPIRED: Final = "ttl-expired"
 LOOP: Final = "loop"
 MALFORMED: Final = "malformed"
 NO_TUNNEL: Final = "no-tunnel"
-NO_LOCAL_HANDLER: Final = "no-local-handler"
 NO_ROUTE_AGGREGATE: Final = "no-route:aggregate"
 
 _DROP_NO_ROUTE: Final = Drop(NO_ROUTE)
 _DROP_TTL: Final = Drop(TTL_EXPIRED)
 _DROP_LOOP: Final = Drop(LOOP)
 _DROP_MALFORMED: Final = Drop(MALFORMED)
-_DROP_NO_LOCAL: Final = Drop(NO_LOCAL_HANDLER)
 
 COUNTERS: Final = (
-    "forwarded", "originated", "local", "not-alt", NO_ROUTE, NO_ROUTE_AGGREGATE, TTL_EXPIRED, LOOP,
+    "forwarded", "local", "not-alt", NO_ROUTE, NO_ROUTE_AGGREGATE, TTL_EXPIRED, LOOP,
     MALFORMED, NO_TUNNEL,
     "icmp-queued", "icmp-suppressed", *(f"icmp-suppressed:{reason}" for reason in icmp.SUPPRESS_REASONS),
 )
@@ -88,8 +87,7 @@ class AltForwarder:
     ``tunnels`` maps a BGP peer name (``Path.next_hop_peer``) to the name of the
     GRE tunnel that reaches it.  ``generation`` returns a number that changes
     whenever ``routes`` changes (``Rib.stream.last_seq``); without it nothing is
-    cached.  ``local_callback`` receives locally delivered ALT datagrams
-    (``Local`` verdict).  ``router_v4``/``router_v6`` source ICMP errors; a
+    cached.  ``router_v4``/``router_v6`` source ICMP errors; a
     family without one sends none.  ``icmp_limits`` bounds how many, in time
     read from ``clock`` (the edge's monotonic clock, passed in): without a clock
     time stands still, and no more than the bursts are ever sent.
@@ -100,7 +98,6 @@ class AltForwarder:
         routes: RouteSource,
         tunnels: Mapping[str, str],
         *,
-        local_callback: Callable[[str, bytes], None] | None = None,
         local_prefixes: Iterable[Prefix] = (),
         router_v4: IPv4Address | None = None,
         router_v6: IPv6Address | None = None,
@@ -113,7 +110,6 @@ class AltForwarder:
         self.router_v4 = router_v4
         self.router_v6 = router_v6
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._local_verdict: Verdict = _DROP_NO_LOCAL if local_callback is None else Local(local_callback)
         self._local: DualTable[bool] = DualTable()
         self._served: DualTable[bool] = DualTable()
         self._discard: DualTable[bool] = DualTable()
@@ -123,7 +119,6 @@ class AltForwarder:
         self._gen = generation() if generation is not None else 0
         self._local_gen = 0
         self._cache: dict[bytes, str | None] = {}
-        self._icmp: list[SendIp] = []
         self._clock = clock
         self.icmp_limiter = IcmpRateLimiter(icmp_limits, clock() if clock is not None else 0.0)
 
@@ -133,7 +128,6 @@ class AltForwarder:
         rib: Rib,
         tunnels: Mapping[str, str],
         *,
-        local_callback: Callable[[str, bytes], None] | None = None,
         router_v4: IPv4Address | None = None,
         router_v6: IPv6Address | None = None,
         icmp_limits: IcmpLimits | None = None,
@@ -142,7 +136,7 @@ class AltForwarder:
         """A forwarder over an ``alt_router.rib.Rib``, caching until its event stream moves."""
         stream = rib.stream
         return cls(
-            rib, tunnels, local_callback=local_callback, router_v4=router_v4, router_v6=router_v6,
+            rib, tunnels, router_v4=router_v4, router_v6=router_v6,
             generation=lambda: stream.last_seq, icmp_limits=icmp_limits, clock=clock,
         )
 
@@ -210,11 +204,16 @@ class AltForwarder:
     # --- decisions -------------------------------------------------------------------------
 
     def route(self, address: IPAddress) -> str | None:
-        """The tunnel an ALT datagram to ``address`` leaves by, ``LOCAL``, or None (no route)."""
-        target = self._route(address)
+        """The tunnel an ALT datagram to ``address`` leaves by, ``LOCAL``, or None (no route).
+
+        The Map-Resolver's one lookup for a datagram it builds (``SendAlt.route``): the edge sends
+        the datagram where this said, without asking again.  It reads and never writes (any
+        thread may ask), so it bypasses the data-plane thread's cache and counts nothing.
+        """
+        target = self._route(address, count=False)
         return None if target is _DISCARD else target
 
-    def _route(self, address: IPAddress) -> str | None:
+    def _route(self, address: IPAddress, *, count: bool = True) -> str | None:
         local = -1
         for table in (self._local, self._served):
             hit = table.lookup(address)
@@ -234,7 +233,7 @@ class AltForwarder:
         if path is None:
             return None
         tunnel = self.tunnels.get(path.next_hop_peer or path.peer)
-        if tunnel is None:
+        if tunnel is None and count:
             self.counters[NO_TUNNEL] += 1
         return tunnel
 
@@ -242,15 +241,8 @@ class AltForwarder:
         """The GRE data plane's inner-packet hook (``Dataplane(..., hook=forwarder.hook)``)."""
         return self.forward(packet, tunnel.name)
 
-    def originate(self, packet: bytes) -> Verdict:
-        """An ALT datagram built on this node (the Map-Resolver's ``SendAlt``): routed, TTL kept."""
-        return self._decide(packet, None, 0)
-
-    def forward(self, packet: bytes, from_tunnel: str | None) -> Verdict:
-        """An inner packet that arrived on tunnel ``from_tunnel``."""
-        return self._decide(packet, from_tunnel, 1)
-
-    def _decide(self, packet: bytes, from_tunnel: str | None, dec: int) -> Verdict:
+    def forward(self, packet: bytes, from_tunnel: str) -> Verdict:
+        """An inner packet that arrived on tunnel ``from_tunnel``: one route lookup (cached)."""
         counters = self.counters
         n = len(packet)
         if n == 0:
@@ -300,26 +292,22 @@ class AltForwarder:
 
         if target is LOCAL:
             counters["local"] += 1
-            return self._local_verdict
+            return Local(from_tunnel, packet)
         if target is None or target is _DISCARD:
             counters[NO_ROUTE] += 1
             if target is _DISCARD:
                 counters[NO_ROUTE_AGGREGATE] += 1
-            self._queue_icmp(packet, "unreachable")
-            return _DROP_NO_ROUTE
+            error = self.icmp_error(packet, "unreachable")
+            return _DROP_NO_ROUTE if error is None else Drop(NO_ROUTE, error)
         if target == from_tunnel:
             # The best path points back where the datagram came from: the two RIBs
             # disagree for a moment (convergence).  TTL would end it; dropping now is kinder.
             counters[LOOP] += 1
             return _DROP_LOOP
-        if ttl <= dec:
+        if ttl <= 1:
             counters[TTL_EXPIRED] += 1
-            if ttl:
-                self._queue_icmp(packet, "time-exceeded")
-            return _DROP_TTL
-        if not dec:
-            counters["originated"] += 1
-            return Forward(target, packet)  # type: ignore[arg-type]
+            error = self.icmp_error(packet, "time-exceeded") if ttl else None
+            return _DROP_TTL if error is None else Drop(TTL_EXPIRED, error)
         counters["forwarded"] += 1
         if version == 4:
             # RFC 1624 eqn. 3 with m' = m - 0x0100: HC' = ~(~HC + 0xFEFF).
@@ -377,42 +365,34 @@ class AltForwarder:
 
     # --- ICMP ------------------------------------------------------------------------------
 
-    def _queue_icmp(self, packet: bytes, kind: str) -> None:
-        self.queue_icmp(packet, kind)
-
-    def queue_icmp(self, packet: bytes, kind: str) -> bool:
-        """Queue a ``kind`` ICMP error about ``packet`` if the rules and the limits allow; True if queued.
+    def icmp_error(self, packet: bytes, kind: str) -> bytes | None:
+        """The ``kind`` ICMP error about ``packet`` if the rules and the limits allow it, else None.
 
         The checks run cheapest first, and the error is only built once all have passed,
-        so a flood costs a few comparisons per packet.
+        so a flood costs a few comparisons per packet.  The error travels in the ``Drop``
+        verdict; the edge sends it (counted there if it cannot).
         """
         reason = icmp.forbidden(packet)
         router = self.router_v4 if packet[0] >> 4 == 4 else self.router_v6
         if reason is None and router is None:
             reason = icmp.NO_ROUTER_ADDRESS
-        if reason is None and len(self._icmp) >= MAX_PENDING_ICMP:
-            reason = icmp.QUEUE_FULL
         if reason is None:
             now = self._clock() if self._clock is not None else 0.0
             if not self.icmp_limiter.allow(icmp.destination_key(packet), now):
                 reason = icmp.RATE_LIMIT
+        error = None
         if reason is None:
             assert router is not None
             try:
-                self._icmp.append(SendIp(icmp_error(router, packet, kind=kind)))
+                error = icmp_error(router, packet, kind=kind)
             except InetError:
                 reason = icmp.UNBUILDABLE
-        if reason is not None:
+        if error is None:
             self.counters["icmp-suppressed"] += 1
             self.counters[f"icmp-suppressed:{reason}"] += 1
-            return False
+            return None
         self.counters["icmp-queued"] += 1
-        return True
-
-    def take_icmp(self) -> list[SendIp]:
-        """The ICMP errors decided since the last call, for the edge to send over the underlay."""
-        out, self._icmp = self._icmp, []
-        return out
+        return error
 
     def stats(self) -> dict[str, object]:
         return {"counters": dict(self.counters), "cache": len(self._cache), "local": len(self._local),

@@ -317,6 +317,10 @@ class ApiServer:
         found = self.view.lookup(eid)
         if found is None:
             raise ApiError(404, "no route", f"no route covers {eid}")
+        # FRR mode: attributes the kernel table lacks (AS paths) are fetched from FRR on demand.
+        detail = getattr(self.view, "lookup_detail", None)
+        if detail is not None:
+            found = await detail(found)
         return self._json(found)
 
     async def _registrations(self, request: web.Request) -> web.Response:

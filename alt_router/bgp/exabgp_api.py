@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any, Literal
 
-from alt_router.rib.paths import Announce, Attributes, Batch, Update, prefix_key
+from alt_router.rib.paths import AnnouncedRoute, Attributes, Batch, Update, prefix_key
 from alt_router.types import IPAddress, Prefix
 
 Direction = Literal["receive", "send"]
@@ -48,7 +48,9 @@ class ExabgpApiError(ValueError):
 # --- events ------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Neighbor:
+class SessionEnds:
+    """The session an ExaBGP message is about (its ``neighbor`` object): both addresses and ASNs."""
+
     local: IPAddress
     peer: IPAddress
     local_asn: int
@@ -57,14 +59,14 @@ class Neighbor:
 
 @dataclass(frozen=True, slots=True)
 class PeerState:
-    neighbor: Neighbor
+    neighbor: SessionEnds
     state: str  # "connected" | "up" | "down"
     reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class PeerOpen:
-    neighbor: Neighbor
+    neighbor: SessionEnds
     direction: Direction
     asn: int
     hold_time: int
@@ -76,7 +78,7 @@ class PeerOpen:
 class RouteUpdate:
     """One received UPDATE: NLRI as canonical prefix text, grouped by next hop (see ``Batch``)."""
 
-    neighbor: Neighbor
+    neighbor: SessionEnds
     direction: Direction
     batches: tuple[Batch, ...]
     withdraw_keys: tuple[str, ...]
@@ -84,7 +86,7 @@ class RouteUpdate:
     skipped: int = 0
 
     @property
-    def announce(self) -> tuple[Announce, ...]:
+    def announce(self) -> tuple[AnnouncedRoute, ...]:
         """The announcements as objects (builds one per NLRI: for tests and small updates)."""
         return tuple(a for b in self.batches for a in b.announcements())
 
@@ -98,14 +100,14 @@ class RouteUpdate:
 
 @dataclass(frozen=True, slots=True)
 class EndOfRib:
-    neighbor: Neighbor
+    neighbor: SessionEnds
     afi: str
     safi: str
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRefresh:
-    neighbor: Neighbor
+    neighbor: SessionEnds
     direction: Direction
     afi: str
     safi: str
@@ -114,7 +116,7 @@ class RouteRefresh:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    neighbor: Neighbor
+    neighbor: SessionEnds
     direction: Direction
     code: int
     subcode: int
@@ -178,11 +180,11 @@ def _addr(value: Any, what: str) -> IPAddress:
         raise ExabgpApiError(f"{what}: {value!r:.60} is not an IP address") from None
 
 
-def _neighbor(msg: dict[str, Any]) -> tuple[Neighbor, dict[str, Any]]:
+def _neighbor(msg: dict[str, Any]) -> tuple[SessionEnds, dict[str, Any]]:
     n = _obj(msg.get("neighbor"), "neighbor")
     addr = _obj(n.get("address"), "neighbor.address")
     asn = _obj(n.get("asn"), "neighbor.asn")
-    return Neighbor(
+    return SessionEnds(
         local=_addr(addr.get("local"), "neighbor.address.local"),
         peer=_addr(addr.get("peer"), "neighbor.address.peer"),
         local_asn=_int(asn.get("local"), "neighbor.asn.local"),
@@ -312,7 +314,7 @@ def _family_version(family: Any) -> int | None:
     return None
 
 
-def _update(neighbor: Neighbor, direction: Direction, upd: dict[str, Any]) -> RouteUpdate:
+def _update(neighbor: SessionEnds, direction: Direction, upd: dict[str, Any]) -> RouteUpdate:
     attrs = _attributes(upd.get("attribute"))
     batches: list[Batch] = []
     withdraw: list[str] = []

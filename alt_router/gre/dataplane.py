@@ -6,6 +6,10 @@ optional *hook* before anything is written anywhere, so a forwarder (the ALT
 datagram path) can look at a packet that arrived on one tunnel and send it out
 of another in the same pass, without a trip through the kernel.
 
+A hook's ``Local`` verdicts and its ``Drop`` verdicts that carry an ICMP error are events for
+the node, not work for the data path: they come back among the actions as they are, and the
+edge hands them on (``Engine(events=...)``) without looking inside.
+
 The ``*_fast`` entry points are the same decisions for the common case (a tunnel
 without checksums or sequence numbers, a hook that forwards), returned as a plain
 ``(kind, tunnel, bytes)`` tuple instead of a list of action objects: at 100,000
@@ -59,7 +63,15 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
+    """Drop the packet, counted under ``reason``.
+
+    ``icmp`` is the ICMP error to send about it (a whole IP packet, for the underlay), already
+    allowed by the hook's rules and rate limits, or None.  A Drop with an error is an event the
+    edge hands to the node (``Engine(events=...)``), as ``Local`` is.
+    """
+
     reason: str
+    icmp: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +84,19 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Local:
-    """Hand the packet to a local application: ``callback(tunnel_name, packet)``."""
+    """``packet`` is for this node (an ALT datagram for its Map-Server or ETR).
 
-    callback: Callable[[str, bytes], None]
+    ``tunnel`` is where it arrived ("" for a datagram built on this node).  It says what
+    happened, not whom to call: the edge hands it to the node's one dispatcher.
+    """
+
+    tunnel: str
+    packet: bytes
 
 
 Verdict = Deliver | Drop | Forward | Local
+Event = Local | Drop
+"""The verdicts the node, not the data path, carries out: a local delivery and an ICMP error."""
 DELIVER: Final = Deliver()
 InnerHook = Callable[[TunnelConfig, bytes], Verdict]
 FastHook = Callable[[bytes, int, str], tuple[str, bytes] | None]
@@ -105,14 +124,8 @@ class SendUnderlay:
     datagram: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class CallLocal:
-    callback: Callable[[str, bytes], None]
-    tunnel: str
-    packet: bytes
-
-
-Action = WriteTun | SendUnderlay | CallLocal
+Action = WriteTun | SendUnderlay | Local | Drop
+"""``Local`` and ``Drop`` (with an ICMP error) are the hook's events, passed on as they are."""
 
 # What the fast entry points return instead of a list of actions: ``(kind, tunnel, data)``.
 TO_UNDERLAY: Final = 0  # data is a GRE datagram, as in SendUnderlay
@@ -352,13 +365,13 @@ class Dataplane:
             return [WriteTun(tunnel.name, inner)]
         if isinstance(verdict, Drop):
             self.counters[tunnel.name].drop(verdict.reason)
-            return []
+            return [] if verdict.icmp is None else [verdict]
         if isinstance(verdict, Forward):
             if verdict.tunnel not in self.tunnels:
                 self.counters[tunnel.name].drop(UNKNOWN_TUNNEL)
                 return []
             return self.encapsulate(verdict.tunnel, verdict.packet)
-        return [CallLocal(verdict.callback, tunnel.name, inner)]
+        return [verdict]
 
     # -- send ------------------------------------------------------------------------------
 
@@ -416,7 +429,7 @@ class Dataplane:
 
     # -- edge feedback ---------------------------------------------------------------------
 
-    def failed(self, action: Action, reason: str) -> None:
+    def failed(self, action: WriteTun | SendUnderlay, reason: str) -> None:
         """The edge could not carry out ``action``: count it against its tunnel, undoing the tx count."""
         counters = self.counters.get(action.tunnel, self.unmatched)
         if isinstance(action, SendUnderlay):

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from alt_router.gre.config import MODES, TunnelConfig, check_set
-from alt_router.gre.dataplane import InnerHook
+from alt_router.gre.dataplane import FastHook, InnerHook
 from alt_router.gre.kernel import KernelTunnels, probe_kernel_gre
-from alt_router.gre.userspace import Engine
+from alt_router.gre.userspace import Engine, EventSink
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,12 @@ def choose_mode(
 
 def make_tunnels(
     configs: Iterable[TunnelConfig], mode: str = "auto", hook: InnerHook | None = None,
+    *, fast_hook: FastHook | None = None, events: EventSink | None = None,
 ) -> Tunnels:
-    """Build (not yet open) the tunnels in the mode ``mode`` resolves to, logging the choice."""
+    """Build (not yet open) the tunnels in the mode ``mode`` resolves to, logging the choice.
+
+    A userspace engine gets ``hook``, ``fast_hook`` and ``events`` (``Engine``) here, once.
+    """
     tunnels = check_set(configs)
     kernel_ok, why = True, "not probed"
     if mode in {"auto", "kernel"} and hook is None:
@@ -69,4 +73,4 @@ def make_tunnels(
             chosen, reason)
     if chosen == "kernel":
         return KernelTunnels(tunnels)
-    return Engine(tunnels, hook)
+    return Engine(tunnels, hook, fast_hook, events=events)

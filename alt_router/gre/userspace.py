@@ -12,8 +12,9 @@ BGP sessions that cross the tunnels never wait for a busy control-plane event
 loop (docs/architecture.md, "Data-plane thread").  Then everything that changes
 the engine's state runs on that thread: other threads ``send`` through a bounded
 command queue and ``add_tunnel``/``remove_tunnel``/``call`` wait for the thread
-to do the work.  What the hook hands to a local application (``Local`` verdicts:
-the Map-Server's ALT datagrams) goes the other way through a bounded ``Handoff``
+to do the work.  The hook's events (``Local`` verdicts: the Map-Server's ALT
+datagrams; ``Drop`` verdicts that carry an ICMP error) go the other way, to the
+one ``events`` function the engine was built with, through a bounded ``Handoff``
 that drops and counts rather than ever block the data-plane thread.
 """
 
@@ -45,11 +46,12 @@ from alt_router.gre.dataplane import (
     TUN_WRITE_ERROR,
     UNDERLAY_SEND_ERROR,
     Action,
-    CallLocal,
     Dataplane,
+    Event,
     Fast,
     FastHook,
     InnerHook,
+    Local,
     SendUnderlay,
     WriteTun,
 )
@@ -89,8 +91,10 @@ HANDOFF_BATCH: Final = 256
 COMMAND_CAPACITY: Final = 4096
 # How long a thread waits for the data-plane thread to run a ``call`` (a tunnel add or remove).
 CALL_TIMEOUT: Final = 10.0
-# Drop reasons (tunnel counters) of the two queues.
+# Drop reasons (tunnel counters) of the two queues, and of a Local verdict nobody takes.
 LOCAL_QUEUE_FULL: Final = "local-queue-full"
+NO_LOCAL_HANDLER: Final = "no-local-handler"
+ICMP_QUEUE_FULL: Final = "icmp-queue-full"
 SEND_QUEUE_FULL: Final = "send-queue-full"
 
 
@@ -412,8 +416,18 @@ class Handoff:
                 "depth": len(self._items), "high_water": self.high_water, "capacity": self.capacity}
 
 
+EventSink = Callable[[Event], object]
+"""Where the engine hands the hook's events (``Local``, ``Drop`` with an ICMP error): the node's
+dispatcher, run on the event loop given to ``Engine.start`` (directly when not threaded)."""
+
+
 class Engine:
-    """Serve several GRE tunnels from one process in userspace."""
+    """Serve several GRE tunnels from one process in userspace.
+
+    ``hook``/``fast_hook`` decide on decapsulated inner packets (without a hook every inner
+    packet goes to its TUN and the kernel routes it); ``events`` receives the hook's events.
+    All three are given here and never replaced.
+    """
 
     mode: Final = "userspace"
 
@@ -423,9 +437,11 @@ class Engine:
         hook: InnerHook | None = None,
         fast_hook: FastHook | None = None,
         *,
+        events: EventSink | None = None,
         batched: bool = True,
     ) -> None:
         self.dataplane = Dataplane(tunnels, hook, fast_hook)
+        self._events = events
         # recvmmsg/sendmmsg on the raw IPv4 socket when libc has them (see MmsgIO).
         self.batched = batched
         self._mmsg: MmsgIO | None = None
@@ -610,10 +626,10 @@ class Engine:
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> threading.Thread:
         """Run the engine in its own data-plane thread.
 
-        With ``loop``, ``Local`` verdicts (the hook's deliveries to the Map-Server, ETR...)
-        are handed to that event loop through a bounded ``Handoff`` instead of being called
-        on the data-plane thread; the callbacks then run where the rest of the control
-        plane runs and need no locking.
+        With ``loop``, the hook's events (deliveries to the Map-Server, ETR..., ICMP errors)
+        are handed to that event loop through a bounded ``Handoff`` instead of being passed to
+        ``events`` on the data-plane thread; the node's dispatcher then runs where the rest of
+        the control plane runs and needs no locking.
         """
         if loop is not None:
             self.handoff = Handoff(loop.call_soon_threadsafe)
@@ -683,15 +699,6 @@ class Engine:
         self._commands.append(lambda: fn(*args))
         if not self._wake_pending:
             self._wake()
-        return True
-
-    def to_loop(self, fn: Callable[..., object], *args: Any) -> bool:
-        """``fn(*args)`` on the event loop given to ``start``: through the hand-off from the
-        data-plane thread (False, counted there, if it is full), directly anywhere else."""
-        handoff = self.handoff
-        if handoff is not None and self._thread_id == threading.get_ident():
-            return handoff.offer(fn, *args)
-        fn(*args)
         return True
 
     def _wake(self) -> None:
@@ -917,7 +924,7 @@ class Engine:
             elif isinstance(action, WriteTun):
                 self._write_tun(action)
             else:
-                self._call_local(action)
+                self._emit(action)
 
     def _send_underlay(self, action: SendUnderlay) -> None:
         try:
@@ -951,21 +958,27 @@ class Engine:
             self._errlog(f"tun:{action.tunnel}:{exc.errno}", "tunnel %s: writing into the TUN failed: %s",
                          action.tunnel, exc.strerror or exc)
 
-    def _call_local(self, action: CallLocal) -> None:
+    def _emit(self, event: Event) -> None:
+        """A hook's event to the node: through the hand-off when threaded, else directly."""
+        sink = self._events
+        counters = self.dataplane.unmatched
+        if isinstance(event, Local):
+            counters = self.dataplane.counters.get(event.tunnel, counters)
+        if sink is None:
+            if isinstance(event, Local):
+                counters.drop(NO_LOCAL_HANDLER)
+            return
         handoff = self.handoff
         if handoff is not None:
-            # Threaded: the local application lives on the event loop; never wait for it.
-            if not handoff.offer(action.callback, action.tunnel, action.packet):
-                self.dataplane.counters.get(action.tunnel, self.dataplane.unmatched).drop(LOCAL_QUEUE_FULL)
+            # Threaded: the node lives on the event loop; never wait for it.
+            if not handoff.offer(sink, event):
+                counters.drop(LOCAL_QUEUE_FULL if isinstance(event, Local) else ICMP_QUEUE_FULL)
             return
         try:
-            action.callback(action.tunnel, action.packet)
+            sink(event)
         except Exception:
-            log.exception("local handler for tunnel %s failed", action.tunnel)
-            self.dataplane.counters[action.tunnel].drop("local-handler-error")
-
-
-LocalHandler = Callable[[str, bytes], None]
+            log.exception("the node's event handler failed on %s", type(event).__name__)
+            counters.drop("local-handler-error")
 
 
 def _batch_io(fd: int, egress4: dict[str, Any], tunnels: dict[str, TunnelConfig]) -> MmsgIO | None:

@@ -37,6 +37,7 @@ from alt_router.lab.alt_topology import AltTopology, AltTopologyError
 from alt_router.lab.lab import Lab
 from alt_router.lab.processes import LabError, run_in_netns, spawn_in_netns
 from alt_router.lab.topology import netns_name
+from alt_router.node.config import NodeConfig, parse_config
 from alt_router.node.config_check import CheckError, check_config_text
 from alt_router.node.control import query
 
@@ -338,11 +339,26 @@ def check_node_configs(alt: AltTopology, ld: LabDir) -> None:
             check_config_text(text, str(ld.node_config(node.host)))
         except CheckError as exc:
             problems.append(f"node {node.host}: {exc}")
+            continue
+        if node.bgp == "frr":
+            problems += [f"node {node.host}: {p}" for p in _frr_missing(parse_config(text))]
     if problems:
         raise NodeConfigError(
             f"lab {alt.name}: {len(problems)} node config(s) would not start; nothing was built\n"
             + "\n".join(problems)
         )
+
+
+def _frr_missing(config: NodeConfig) -> list[str]:
+    """What a ``bgp = "frr"`` node would fail to start without: FRR's daemons and its user."""
+    missing = [f"bgp = \"frr\" needs {path} (is FRR installed? [frr] bin_dir)"
+               for path in (config.frr.bin_dir / "zebra", config.frr.bin_dir / "bgpd")
+               if not os.access(path, os.X_OK)]
+    try:
+        pwd.getpwnam(FRR_USER)
+    except KeyError:
+        missing.append(f"bgp = \"frr\" needs the {FRR_USER!r} user (is FRR installed?)")
+    return missing
 
 
 def node_argv(config: Path, state_dir: Path) -> list[str]:
@@ -375,16 +391,20 @@ def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
         config = ld.node_config(node.host)
         config.write_text(alt.node_config(node.host, ld.node_state(node.host)))
         config.chmod(0o600)  # site keys and MD5 passwords
+        if node.bgp == "frr":
+            _prepare_frr_node(alt, ld, node.host)
         state.nodes[node.host] = {
             "config": str(config),
             "state_dir": str(ld.node_state(node.host)),
             "roles": list(node.roles),
             "expected": sorted(alt.expected_routes(node.host)),
+            "bgp": node.bgp,
         }
         _spawn(ld, state, node.host, "alt-router", node_argv(config, ld.node_state(node.host)))
+        speaker = "its own FRR (zebra + bgpd), kernel forwarding" if node.bgp == "frr" else "ExaBGP"
         out.write(
             f"  {node.host:<10} alt-router node AS {node.asn} ({', '.join(node.roles)}), "
-            f"{len(alt.tunnels_of(node.host))} GRE tunnel(s)\n"
+            f"{len(alt.tunnels_of(node.host))} GRE tunnel(s), BGP by {speaker}\n"
         )
     for router in alt.routers:
         _wait_tunnel_addresses(alt, ld, state, router.host)
@@ -398,6 +418,50 @@ def _build(alt: AltTopology, ld: LabDir, state: LabState, out: TextIO) -> None:
     ld.save(state)
 
 
+def _prepare_frr_node(alt: AltTopology, ld: LabDir, host: str) -> None:
+    """What a ``bgp = "frr"`` node needs in its namespace before it starts (issue 10).
+
+    Its kernel forwards the ALT datagrams, as a transit's does (RFC 6836 §3; ``ROUTER_SYSCTLS``:
+    loose source checks, since replies take other paths).  Its FRR daemons drop to the frr user
+    before they write their pid files and vty sockets under the node's state dir, so every
+    directory down to it must be searchable by that user; the node makes and chowns its own FRR
+    directory inside.
+    """
+    nl.set_sysctls(alt.topology.netns(host), ROUTER_SYSCTLS)
+    state_dir = ld.node_state(host)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_searchable(state_dir, ld.path)
+    except LabError as exc:
+        raise LabError(f"{host}: FRR (user {FRR_USER}) cannot reach the node's state dir: {exc}") from None
+
+
+def make_searchable(path: Path, own: Path) -> None:
+    """Make ``path`` and every directory above it searchable by other users (the frr user).
+
+    Directories at or below ``own`` (the lab's) get read and search bits for group and others;
+    above it nothing is changed: LabError names the first one others cannot search.
+    """
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if mode & 0o001:
+            continue
+        if directory == own or own in directory.parents:
+            directory.chmod(mode | 0o055)  # readable and searchable, not writable
+        else:
+            raise LabError(f"{directory} is not searchable by others (choose another --state-root)")
+
+
+def router_tunnel_addresses(alt: AltTopology, host: str) -> set[str]:
+    """The inner addresses router ``host``'s tunnel processes configure (IPv6 too if it carries it)."""
+    ipv6 = "ipv6" in alt.router(host).families
+    return {
+        a.split("/")[0]
+        for e in alt.tunnels_of(host)
+        for a in (e.inner4_local, *((e.inner6_local,) if ipv6 else ()))
+    }
+
+
 def _wait_tunnel_addresses(alt: AltTopology, ld: LabDir, state: LabState, host: str) -> None:
     """Return once every tunnel of router ``host`` has its TUN device up with its inner address.
 
@@ -405,11 +469,11 @@ def _wait_tunnel_addresses(alt: AltTopology, ld: LabDir, state: LabState, host: 
     interface known, the address not, and bgpd resetting the session with "nexthop_set failed"
     for ever), so FRR and BIRD start only on finished interfaces.
     """
-    wanted = {e.inner4_local.split("/")[0] for e in alt.tunnels_of(host)}
+    wanted = router_tunnel_addresses(alt, host)
     ns = alt.topology.netns(host)
     deadline = time.monotonic() + DAEMON_START_TIMEOUT * 3
     while True:
-        shown = run_in_netns(ns, ["ip", "-o", "-4", "addr", "show"], check=False).stdout
+        shown = run_in_netns(ns, ["ip", "-o", "addr", "show"], check=False).stdout
         missing = {a for a in wanted if f" {a}/" not in shown}
         if not missing:
             return
@@ -501,6 +565,8 @@ class NodeProbe:
     peers: int
     routes: frozenset[str]
     error: str = ""
+    # An FRR-mode node's FRR instance (its status "frr": pids, restarts per daemon); None otherwise.
+    frr: dict[str, Any] | None = None
 
     def missing(self, expected: set[str]) -> set[str]:
         return expected - self.routes
@@ -516,7 +582,9 @@ def probe_node(host: str, state_dir: Path, timeout: float = 2.0) -> NodeProbe:
         return NodeProbe(host, False, 0, 0, frozenset(), f"control socket: {exc}")
     peers = answer.get("peers", {})
     up = sum(1 for p in peers.values() if isinstance(p, dict) and p.get("up"))
-    return NodeProbe(host, True, up, len(peers), frozenset(answer.get("routes", {})))
+    frr = answer.get("frr")
+    return NodeProbe(host, True, up, len(peers), frozenset(answer.get("routes", {})),
+                     frr=frr if isinstance(frr, dict) else None)
 
 
 def wait_converged(
@@ -620,12 +688,23 @@ def status_lines(name: str, root: Path = STATE_ROOT) -> tuple[list[str], int]:
             else:
                 text += f"  ({view.error})"
                 status = 1
-            text += f"  [{', '.join(info.get('roles', []))}]"
+            speaker = ["bgp by its own FRR"] if info.get("bgp") == "frr" else []
+            text += f"  [{', '.join([*info.get('roles', []), *speaker])}]"
+            if view.frr is not None:
+                text += _frr_summary(view.frr)
         if not running:
             status = 1
             text += f"  (log {rec.log})"
         lines.append(text)
     return lines, status
+
+
+def _frr_summary(frr: dict[str, Any]) -> str:
+    """An FRR-mode node's FRR daemons: pids, and how often the node restarted each."""
+    pids, restarts = frr.get("pids") or {}, frr.get("restarts") or {}
+    parts = [f"{name} {'pid ' + str(pid) if pid else 'DOWN'}" for name, pid in pids.items()]
+    again = [f"{name} {n}x" for name, n in restarts.items() if n]
+    return f"  FRR: {', '.join(parts)}" + (f" (restarted {', '.join(again)})" if again else "")
 
 
 def _restarts(log_path: Path) -> int:

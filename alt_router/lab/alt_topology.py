@@ -18,29 +18,41 @@ import json
 import sys
 import tomllib
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from pydantic import TypeAdapter, ValidationError
+
+from alt_router import validation
 from alt_router.lab.daemon_text import BgpPeer, render_bird, render_frr_bgpd
 from alt_router.lab.topology import Topology, TopologyError
+from alt_router.lab.topology_model import (
+    DEFAULT_ACCEPT,
+    DEFAULT_ALGORITHM,
+    DEFAULT_HOLD_TIME,
+    DEFAULT_REGISTER_INTERVAL,
+    DEFAULT_TUNNEL_V4,
+    DEFAULT_TUNNEL_V6,
+    AltModel,
+    RouterDaemon,
+)
+from alt_router.node.config_model import AuthAlgorithm
 from alt_router.types import IPAddress, Prefix
+
+__all__ = [
+    "ALGORITHMS", "DEFAULT_ACCEPT", "DEFAULT_ALGORITHM", "DEFAULT_HOLD_TIME", "DEFAULT_REGISTER_INTERVAL",
+    "DEFAULT_TUNNEL_V4", "DEFAULT_TUNNEL_V6", "ROUTER_DAEMONS", "AltTopology", "AltTopologyError", "parse",
+]
 
 # A simulated BGP route: its AS path, and the AS_SET members of an aggregate on the way.
 _Route = tuple[tuple[int, ...], frozenset[int]]
 
-DEFAULT_ACCEPT = ("153.16.0.0/12", "2001:db8::/32")
-DEFAULT_TUNNEL_V4 = "10.255.0.0/16"
-DEFAULT_TUNNEL_V6 = "fd00:255::/48"
-DEFAULT_HOLD_TIME = 9
-DEFAULT_REGISTER_INTERVAL = 5
-DEFAULT_ALGORITHM = "hmac-sha256-128"
-ALGORITHMS = ("hmac-sha1-96", "hmac-sha256-128")
+ALGORITHMS: tuple[str, ...] = get_args(AuthAlgorithm)
 # Both forward: FRR runs zebra beside bgpd, BIRD exports into the kernel table
 # (alt_runner._start_frr, _start_bird).
-ROUTER_DAEMONS = ("frr", "bird")
+ROUTER_DAEMONS: tuple[str, ...] = get_args(RouterDaemon)
 
 
 class AltTopologyError(TopologyError):
@@ -103,13 +115,23 @@ class AltNodeSpec:
 
 @dataclass(frozen=True, slots=True)
 class RouterSpec:
-    """A host running a reference BGP daemon that peers with the ALT over GRE (IPv4 unicast)."""
+    """A host running a reference BGP daemon that peers with the ALT over GRE.
+
+    One session per tunnel, over the tunnel's inner IPv4 addresses.  With ``"ipv6"`` in
+    ``families`` it carries IPv6 unicast too (multiprotocol BGP, RFC 4760), with the tunnel's
+    inner IPv6 address as the next hop, as the ALT nodes' own sessions do.
+    """
 
     host: str
     daemon: str
     asn: int
     router_id: IPv4Address
     announce: tuple[Prefix, ...] = ()
+    # Lab file key alt.routers.X.families: "ipv4" and/or "ipv6" (default ["ipv4"]).
+    families: tuple[str, ...] = ("ipv4",)
+    # Lab file key alt.routers.X.max_prefix: what each ALT node accepts from this router before
+    # it tears the session down (the node's [[peers]] max_prefix); None: the node's default.
+    max_prefix: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +155,8 @@ class EtrSpec:
     algorithm: str = DEFAULT_ALGORITHM
     # `alt-router etr --register-port`: Map-Registers from another port (0: ephemeral, RFC 9301 §5.6).
     register_port: int | None = None
+    # Lab file key alt.etrs.X.proxy_reply: the P bit, the Map-Server answers for this ETR (RFC 9301 §5.6).
+    proxy_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +281,18 @@ class AltTopology:
             return self.node(host).announce
         except KeyError:
             router = self.router(host)
-            return tuple(p for p in router.announce if _inside(p, self.accept))
+            return tuple(
+                p for p in router.announce if _inside(p, self.accept) and _carried(p, router.families)
+            )
+
+    def session_families(self, a: str, b: str) -> tuple[str, ...]:
+        """The address families the BGP session between speakers ``a`` and ``b`` carries."""
+        for host in (a, b):
+            try:
+                return self.router(host).families
+            except KeyError:
+                pass
+        return ("ipv4", "ipv6")
 
     def expected_routes(self, host: str) -> set[str]:
         """Prefixes ``host``'s RIB must hold: what every other BGP speaker it can reach originates.
@@ -279,7 +314,7 @@ class AltTopology:
         prefixes are not learned, a summary-only aggregate hides the more-specifics it covers
         (static ``announce`` prefixes excepted), an aggregate is active while a contributor
         exists, AS_PATH (and AS_SET) loops are refused (RFC 4271 §9.1.2), nodes take only
-        ``accept``, sessions with a router carry IPv4 only.  Shortest AS path wins.
+        ``accept``, sessions with a router carry its ``families``.  Shortest AS path wins.
         """
         speakers = [n.host for n in self.nodes] + [r.host for r in self.routers]
         asn = {h: self.asn_of(h) for h in speakers}
@@ -290,11 +325,11 @@ class AltTopology:
                 | set(n.etr.eids if n.etr is not None else ())) - static[h]
             for h, n in nodes.items()
         }
-        neighbours: dict[str, list[tuple[str, bool]]] = {h: [] for h in speakers}
+        neighbours: dict[str, list[tuple[str, tuple[str, ...]]]] = {h: [] for h in speakers}
         for t in self.tunnels:
-            v4_only = t.a not in nodes or t.b not in nodes
-            neighbours[t.a].append((t.b, v4_only))
-            neighbours[t.b].append((t.a, v4_only))
+            families = self.session_families(t.a, t.b)
+            neighbours[t.a].append((t.b, families))
+            neighbours[t.b].append((t.a, families))
         ribs: dict[str, dict[Prefix, _Route]] = {h: {} for h in speakers}
 
         def exports(h: str) -> dict[Prefix, _Route]:
@@ -333,9 +368,9 @@ class AltTopology:
             new: dict[str, dict[Prefix, _Route]] = {}
             for h in speakers:
                 best: dict[Prefix, _Route] = {}
-                for peer, v4_only in neighbours[h]:
+                for peer, families in neighbours[h]:
                     for p, (path, aset) in exported[peer].items():
-                        if asn[h] in path or asn[h] in aset or (v4_only and p.version != 4):
+                        if asn[h] in path or asn[h] in aset or not _carried(p, families):
                             continue
                         if h in nodes and not _inside(p, self.accept):
                             continue
@@ -402,7 +437,7 @@ class AltTopology:
                 f"always = {q(agg.always)}",
             ]
         for ends in self.tunnels_of(host):
-            peer_is_router = any(r.host == ends.remote for r in self.routers)
+            router = next((r for r in self.routers if r.host == ends.remote), None)
             lines += [
                 "",
                 "[[peers]]",
@@ -411,8 +446,10 @@ class AltTopology:
                 f"key = {ends.tunnel.key}",
                 f"hold_time = {self.hold_time}",
             ]
-            if peer_is_router:
-                lines.append('families = ["ipv4"]')
+            if router is not None:
+                lines.append(f"families = {q(list(router.families))}")
+                if router.max_prefix is not None:
+                    lines.append(f"max_prefix = {router.max_prefix}")
             if ends.tunnel.md5_password is not None:
                 lines.append(f"md5_password = {q(ends.tunnel.md5_password)}")
             lines += [
@@ -423,7 +460,7 @@ class AltTopology:
                 f"local_ipv4 = {q(ends.inner4_local)}",
                 f"remote_ipv4 = {q(ends.inner4_remote)}",
             ]
-            if not peer_is_router:
+            if router is None or "ipv6" in router.families:
                 lines += [f"local_ipv6 = {q(ends.inner6_local)}", f"remote_ipv6 = {q(ends.inner6_remote)}"]
         if node.map_resolver:
             lines += ["", "[map_resolver]", "enabled = true"]
@@ -446,6 +483,11 @@ class AltTopology:
             for eid in node.etr.eids:
                 lines += ["[[etr.mappings]]", f"eid_prefix = {q(str(eid))}",
                           f"rlocs = [{{ address = {q(str(node.etr.rloc))} }}]"]
+        if node.bgp == "frr" and "[frr]" not in node.extra:
+            # The FRR pathspace (-N) is global to the machine, and host names repeat across labs
+            # (a test's lab beside an operator's): name it after the lab too.  (``extra`` may
+            # bring its own [frr] table instead.)
+            lines += ["", "[frr]", f"pathspace = {q(f'{self.name}-{host}')}"]
         text = "\n".join(lines) + "\n"
         if node.extra:
             text += "\n" + node.extra.rstrip("\n") + "\n"
@@ -471,28 +513,41 @@ class AltTopology:
             argv += ["--alg", etr.algorithm]
         if etr.register_port is not None:
             argv += ["--register-port", str(etr.register_port)]
+        if etr.proxy_reply:
+            argv.append("--proxy-reply")
         for eid in etr.eids:
             argv += ["--eid", str(eid)]
         return argv
 
     def _router_peers(self, host: str) -> list[BgpPeer]:
-        """A router host's BGP sessions: one per tunnel, IPv4, over the tunnel's inner addresses."""
+        """A router host's BGP sessions: one per tunnel, over the tunnel's inner IPv4 addresses.
+
+        IPv6 routes travel over the same session (RFC 4760) with the router's inner IPv6 address as
+        their next hop, as the node's ExaBGP announces its own (bgp/exabgp_config.next_hop_for).
+        """
+        families = self.router(host).families
         return [
             BgpPeer(
-                e.inner4_remote, self.asn_of(e.remote), e.inner4_local.split("/")[0], e.tunnel.md5_password
+                e.inner4_remote, self.asn_of(e.remote), e.inner4_local.split("/")[0], e.tunnel.md5_password,
+                families=families,
+                ipv6_next_hop=e.inner6_local.split("/")[0] if "ipv6" in families else None,
             )
             for e in self.tunnels_of(host)
         ]
 
+    def _router_networks(self, host: str) -> list[str]:
+        router = self.router(host)
+        return [str(p) for p in router.announce if _carried(p, router.families)]
+
     def frr_config(self, host: str) -> str:
-        """bgpd.conf for a router host: one IPv4 session per tunnel, over the tunnel's inner addresses."""
+        """bgpd.conf for a router host: one session per tunnel, over the tunnel's inner addresses."""
         router = self.router(host)
         peers = self._router_peers(host)
         text = render_frr_bgpd(
             router.asn,
             str(router.router_id),
             peers,
-            [str(p) for p in router.announce if p.version == 4],
+            self._router_networks(host),
             hostname=host,
         )
         # The ALT's hold time, so a lab session that dies is noticed in seconds, not minutes.
@@ -513,7 +568,7 @@ class AltTopology:
             router.asn,
             str(router.router_id),
             peers,
-            [str(p) for p in router.announce if p.version == 4],
+            self._router_networks(host),
             kernel=True,
         )
         timers = f"  hold time {self.hold_time};\n  keepalive time {max(1, self.hold_time // 3)};\n"
@@ -538,7 +593,12 @@ class AltTopology:
             str(ends.tunnel.key),
             "--address",
             ends.inner4_local,
+            *(("--address", ends.inner6_local) if "ipv6" in self.router(ends.local).families else ()),
         ]
+
+
+def _carried(prefix: Prefix, families: tuple[str, ...]) -> bool:
+    return f"ipv{prefix.version}" in families
 
 
 def _inside(prefix: Prefix, space: tuple[Prefix, ...]) -> bool:
@@ -564,333 +624,154 @@ def underlay_pair(topo: Topology, a: str, b: str) -> tuple[IPAddress, IPAddress]
 
 
 # --- parsing -----------------------------------------------------------------------------------------------
-
-_ALT_KEYS = {
-    "accept",
-    "hold_time",
-    "tunnel_v4",
-    "tunnel_v6",
-    "nodes",
-    "tunnels",
-    "etrs",
-    "itrs",
-    "routers",
-    "demo",
-}
+# The shape of [alt] (types, ranges, defaults, unknown keys) is alt_router.lab.topology_model's.
+# What stays here: the checks that need the rest of the file (hosts, links) or span entries, each
+# collected, so one run of `lab up` lists every problem of the file.
 
 
-def _check(
-    table: Mapping[str, Any], key: str, allowed: AbstractSet[str], required: AbstractSet[str] = frozenset()
-) -> None:
-    for name in table:
-        if name not in allowed:
-            raise AltTopologyError(f"{key}.{name}: unknown key (allowed: {', '.join(sorted(allowed))})")
-    for name in sorted(required):
-        if name not in table:
-            raise AltTopologyError(f"{key}.{name}: missing")
+def _problems_of(alt: AltModel, topo: Topology) -> tuple[list[str], AltTopology | None]:
+    out: list[str] = []
+    hosts = {h.name for h in topo.hosts}
+
+    def host(name: str, key: str) -> bool:
+        if name not in hosts:
+            out.append(f"{key}: unknown host {name!r}")
+            return False
+        return True
+
+    def underlay_ok(a: str, b: str, key: str) -> bool:
+        try:
+            underlay_pair(topo, a, b)
+        except AltTopologyError as exc:
+            out.append(f"{key}: {exc}")
+            return False
+        return True
+
+    accept = alt.accept
+    nodes: list[AltNodeSpec] = []
+    for name, n in alt.nodes.items():
+        key = f"alt.nodes.{name}"
+        host(name, key)
+        for i, p in enumerate(n.announce):
+            if not _inside(p, accept):
+                out.append(f"{key}.announce[{i}]: {p} is outside alt.accept")
+        for i, agg in enumerate(n.aggregates):
+            if not _inside(agg.prefix, accept):
+                out.append(f"{key}.aggregates[{i}].prefix: {agg.prefix} is outside alt.accept")
+        attached: AttachedEtr | None = None
+        if n.etr is not None:
+            if not n.etr.alt_attached:
+                out.append(f"{key}.etr.alt_attached: a node's own ETR is ALT-attached (true); "
+                           "an MS-registered ETR is an [alt.etrs] host")
+            for i, p in enumerate(n.etr.eids):
+                if not _inside(p, accept):
+                    out.append(f"{key}.etr.eids[{i}]: {p} is outside alt.accept")
+            attached = AttachedEtr(n.etr.eids, n.etr.rloc if n.etr.rloc is not None else n.router_id)
+        sites = tuple(
+            SiteSpec(s.name, s.key, s.eid_prefixes, s.always_announce, s.algorithm) for s in n.sites
+        )
+        aggregates = tuple(LabAggregate(a.prefix, a.summary_only, a.as_set, a.always) for a in n.aggregates)
+        nodes.append(AltNodeSpec(name, n.asn, n.router_id, n.announce, n.map_resolver, sites, n.extra,
+                                 aggregates, attached, n.bgp))
+    node_hosts = {n.host for n in nodes}
+
+    routers: list[RouterSpec] = []
+    for name, r in alt.routers.items():
+        key = f"alt.routers.{name}"
+        host(name, key)
+        if name in node_hosts:
+            out.append(f"{key}: {name!r} already runs an ALT node")
+        routers.append(RouterSpec(name, r.daemon, r.asn, r.router_id, r.announce, r.families, r.max_prefix))
+    speakers = node_hosts | {r.host for r in routers}
+
+    tunnels: list[TunnelSpec] = []
+    seen_pairs: set[frozenset[str]] = set()
+    max_tunnels = min(2 ** (30 - alt.tunnel_v4.prefixlen), 2 ** (64 - alt.tunnel_v6.prefixlen))
+    for i, t in enumerate(alt.tunnels):
+        key = f"alt.tunnels[{i}]"
+        a, b = t.between
+        ends_ok = True
+        for j, h in enumerate((a, b)):
+            if not host(h, f"{key}.between[{j}]"):
+                ends_ok = False
+            elif h not in speakers:
+                out.append(f"{key}.between[{j}]: {h!r} is neither an alt.nodes nor an alt.routers host")
+                ends_ok = False
+        if a == b:
+            out.append(f"{key}.between: a tunnel joins two different hosts")
+            continue
+        if not ends_ok:
+            continue
+        if a not in node_hosts and b not in node_hosts:
+            out.append(f"{key}.between: one end must be an ALT node")
+        pair = frozenset((a, b))
+        if pair in seen_pairs:
+            out.append(f"{key}.between: {a} and {b} already have a tunnel")
+        seen_pairs.add(pair)
+        if i >= max_tunnels:
+            out.append(f"{key}: the tunnel address pools hold only {max_tunnels} tunnels")
+        if underlay_ok(a, b, key):
+            tunnels.append(TunnelSpec(i, a, b, t.key if t.key is not None else i + 1, t.md5_password))
+
+    site_keys = {(n.host, s.key) for n in nodes for s in n.sites}
+    site_algs = {(n.host, s.key, s.algorithm) for n in nodes for s in n.sites}
+    etrs: list[EtrSpec] = []
+    for name, e in alt.etrs.items():
+        key = f"alt.etrs.{name}"
+        ok = host(name, key) and host(e.map_server, f"{key}.map_server")
+        ms = e.map_server
+        if ok and not any(n.sites for n in nodes if n.host == ms):
+            out.append(f"{key}.map_server: {ms!r} is not an ALT node with map-server sites")
+        elif ok and (ms, e.key) not in site_keys:
+            out.append(f"{key}.key: no site on {ms!r} has this key")
+        elif ok and (ms, e.key, e.algorithm) not in site_algs:
+            # The Map-Server would refuse every Map-Register (bad-key-id, RFC 9301 §5.6).
+            out.append(f"{key}.algorithm: the site on {ms!r} with this key uses another algorithm")
+        elif ok and underlay_ok(name, ms, key):
+            etrs.append(EtrSpec(name, ms, e.key, e.eids, e.register_interval, e.algorithm, e.register_port,
+                                e.proxy_reply))
+
+    for i, h in enumerate(alt.itrs):
+        host(h, f"alt.itrs[{i}]")
+
+    demo: DemoSpec | None = None
+    if alt.demo is not None:
+        d = alt.demo
+        mr_ok = host(d.map_resolver, "alt.demo.map_resolver")
+        if mr_ok and not any(n.host == d.map_resolver and n.map_resolver for n in nodes):
+            out.append(
+                f"alt.demo.map_resolver: {d.map_resolver!r} is not an ALT node with map_resolver = true"
+            )
+            mr_ok = False
+        if host(d.itr, "alt.demo.itr") and mr_ok and underlay_ok(d.itr, d.map_resolver, "alt.demo"):
+            demo = DemoSpec(d.eid, d.itr, d.map_resolver)
+
+    if out:
+        return out, None
+    return out, AltTopology(
+        topo, accept, tuple(nodes), tuple(tunnels), tuple(etrs), alt.itrs, tuple(routers), demo,
+        alt.hold_time, alt.tunnel_v4, alt.tunnel_v6,
+    )
 
 
-def _table(value: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise AltTopologyError(f"{key}: expected a table, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, key: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise AltTopologyError(f"{key}: expected an array, got {type(value).__name__}")
-    return value
-
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise AltTopologyError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _int(value: Any, key: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise AltTopologyError(f"{key}: expected an integer in {lo}..{hi}, got {value!r}")
-    return value
-
-
-def _prefix(value: Any, key: str) -> Prefix:
-    text = _str(value, key)
-    try:
-        return ip_network(text, strict=True)
-    except ValueError as exc:
-        raise AltTopologyError(f"{key}: bad prefix {text!r}: {exc}") from exc
-
-
-def _prefixes(value: Any, key: str) -> tuple[Prefix, ...]:
-    return tuple(_prefix(v, f"{key}[{i}]") for i, v in enumerate(_list(value, key)))
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise AltTopologyError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _algorithm(value: Any, key: str) -> str:
-    text = _str(value, key)
-    if text not in ALGORITHMS:
-        raise AltTopologyError(f"{key}: {text!r} is not one of {', '.join(ALGORITHMS)}")
-    return text
-
-
-def _router_id(value: Any, key: str) -> IPv4Address:
-    text = _str(value, key)
-    try:
-        rid = ip_address(text)
-    except ValueError as exc:
-        raise AltTopologyError(f"{key}: bad router id {text!r}") from exc
-    if not isinstance(rid, IPv4Address):
-        raise AltTopologyError(f"{key}: a router id is an IPv4 address, got {text!r}")
-    return rid
-
-
-def _host(value: Any, key: str, hosts: set[str]) -> str:
-    name = _str(value, key)
-    if name not in hosts:
-        raise AltTopologyError(f"{key}: unknown host {name!r}")
-    return name
+_ALT = TypeAdapter(AltModel)
 
 
 def parse(data: Mapping[str, Any]) -> AltTopology:
-    """A lab topology dict with an ``[alt]`` table (raises AltTopologyError / TopologyError)."""
+    """A lab topology dict with an ``[alt]`` table (raises AltTopologyError / TopologyError).
+
+    AltTopologyError lists every problem of ``[alt]``, one ``dotted.key: problem`` per line.
+    """
     rest = dict(data)
     raw_alt = rest.pop("alt", None)
     topo = Topology.from_dict(rest)
     if raw_alt is None:
         raise AltTopologyError("alt: missing (an ALT lab needs an [alt] table; see docs/lab.md)")
-    alt = _table(raw_alt, "alt")
-    _check(alt, "alt", _ALT_KEYS, {"nodes"})
-    hosts = {h.name for h in topo.hosts}
-    accept = _prefixes(alt.get("accept", list(DEFAULT_ACCEPT)), "alt.accept")
-    hold = _int(alt.get("hold_time", DEFAULT_HOLD_TIME), "alt.hold_time", 3, 65535)
     try:
-        v4 = IPv4Network(_str(alt.get("tunnel_v4", DEFAULT_TUNNEL_V4), "alt.tunnel_v4"))
-        v6 = IPv6Network(_str(alt.get("tunnel_v6", DEFAULT_TUNNEL_V6), "alt.tunnel_v6"))
-    except ValueError as exc:
-        raise AltTopologyError(f"alt.tunnel_v4/tunnel_v6: {exc}") from exc
-    if v4.prefixlen > 28 or v6.prefixlen > 60:
-        raise AltTopologyError("alt.tunnel_v4/tunnel_v6: pools too small (at most /28 and /60)")
-
-    nodes: list[AltNodeSpec] = []
-    for host, raw in _table(alt["nodes"], "alt.nodes").items():
-        key = f"alt.nodes.{host}"
-        _host(host, key, hosts)
-        t = _table(raw, key)
-        _check(
-            t,
-            key,
-            {"asn", "router_id", "announce", "map_resolver", "sites", "extra", "aggregates", "etr", "bgp"},
-            {"asn", "router_id"},
-        )
-        announce = _prefixes(t.get("announce", []), f"{key}.announce")
-        for i, p in enumerate(announce):
-            if not _inside(p, accept):
-                raise AltTopologyError(f"{key}.announce[{i}]: {p} is outside alt.accept")
-        sites: list[SiteSpec] = []
-        for i, raw_site in enumerate(_list(t.get("sites", []), f"{key}.sites")):
-            sk = f"{key}.sites[{i}]"
-            st = _table(raw_site, sk)
-            _check(
-                st, sk, {"name", "key", "eid_prefixes", "always_announce", "algorithm"},
-                {"name", "key", "eid_prefixes"},
-            )
-            sites.append(
-                SiteSpec(
-                    _str(st["name"], f"{sk}.name"),
-                    _str(st["key"], f"{sk}.key"),
-                    _prefixes(st["eid_prefixes"], f"{sk}.eid_prefixes"),
-                    _bool(st.get("always_announce", False), f"{sk}.always_announce"),
-                    _algorithm(st.get("algorithm", DEFAULT_ALGORITHM), f"{sk}.algorithm"),
-                )
-            )
-        aggregates: list[LabAggregate] = []
-        for i, raw_agg in enumerate(_list(t.get("aggregates", []), f"{key}.aggregates")):
-            ak = f"{key}.aggregates[{i}]"
-            at = _table(raw_agg, ak)
-            _check(at, ak, {"prefix", "summary_only", "as_set", "always"}, {"prefix"})
-            prefix = _prefix(at["prefix"], f"{ak}.prefix")
-            if not _inside(prefix, accept):
-                raise AltTopologyError(f"{ak}.prefix: {prefix} is outside alt.accept")
-            aggregates.append(
-                LabAggregate(
-                    prefix,
-                    _bool(at.get("summary_only", False), f"{ak}.summary_only"),
-                    _bool(at.get("as_set", False), f"{ak}.as_set"),
-                    _bool(at.get("always", False), f"{ak}.always"),
-                )
-            )
-        attached: AttachedEtr | None = None
-        if "etr" in t:
-            ek = f"{key}.etr"
-            et = _table(t["etr"], ek)
-            _check(et, ek, {"eids", "alt_attached", "rloc"}, {"eids", "alt_attached"})
-            if et["alt_attached"] is not True:
-                raise AltTopologyError(f"{ek}.alt_attached: a node's own ETR is ALT-attached (true); "
-                                       "an MS-registered ETR is an [[alt.etrs]] host")
-            eids = _prefixes(et["eids"], f"{ek}.eids")
-            for i, p in enumerate(eids):
-                if not _inside(p, accept):
-                    raise AltTopologyError(f"{ek}.eids[{i}]: {p} is outside alt.accept")
-            try:
-                rloc = ip_address(et.get("rloc", t["router_id"]))
-            except (TypeError, ValueError):
-                raise AltTopologyError(f"{ek}.rloc: expected an IP address") from None
-            attached = AttachedEtr(eids, rloc)
-        mr = t.get("map_resolver", False)
-        if not isinstance(mr, bool):
-            raise AltTopologyError(f"{key}.map_resolver: expected true or false")
-        extra = t.get("extra", "")
-        if not isinstance(extra, str):
-            raise AltTopologyError(f"{key}.extra: expected a string of TOML")
-        bgp = t.get("bgp", "exabgp")
-        if bgp not in ("exabgp", "frr"):
-            raise AltTopologyError(f"{key}.bgp: expected \"exabgp\" or \"frr\", not {bgp!r}")
-        nodes.append(
-            AltNodeSpec(
-                host,
-                _int(t["asn"], f"{key}.asn", 1, 0xFFFFFFFF),
-                _router_id(t["router_id"], f"{key}.router_id"),
-                announce,
-                mr,
-                tuple(sites),
-                extra,
-                tuple(aggregates),
-                attached,
-                bgp,
-            )
-        )
-    if not nodes:
-        raise AltTopologyError("alt.nodes: at least one node is needed")
-    node_hosts = {n.host for n in nodes}
-
-    routers: list[RouterSpec] = []
-    for host, raw in _table(alt.get("routers", {}), "alt.routers").items():
-        key = f"alt.routers.{host}"
-        _host(host, key, hosts)
-        if host in node_hosts:
-            raise AltTopologyError(f"{key}: {host!r} already runs an ALT node")
-        t = _table(raw, key)
-        _check(t, key, {"daemon", "asn", "router_id", "announce"}, {"daemon", "asn", "router_id"})
-        daemon = _str(t["daemon"], f"{key}.daemon")
-        if daemon not in ROUTER_DAEMONS:
-            raise AltTopologyError(f"{key}.daemon: {daemon!r} is not one of {', '.join(ROUTER_DAEMONS)}")
-        routers.append(
-            RouterSpec(
-                host,
-                daemon,
-                _int(t["asn"], f"{key}.asn", 1, 0xFFFFFFFF),
-                _router_id(t["router_id"], f"{key}.router_id"),
-                _prefixes(t.get("announce", []), f"{key}.announce"),
-            )
-        )
-    speakers = node_hosts | {r.host for r in routers}
-
-    tunnels: list[TunnelSpec] = []
-    seen_pairs: set[frozenset[str]] = set()
-    max_tunnels = min(2 ** (30 - v4.prefixlen), 2 ** (64 - v6.prefixlen))
-    for i, raw in enumerate(_list(alt.get("tunnels", []), "alt.tunnels")):
-        key = f"alt.tunnels[{i}]"
-        t = _table(raw, key)
-        _check(t, key, {"between", "key", "md5_password"}, {"between"})
-        between = _list(t["between"], f"{key}.between")
-        if len(between) != 2:
-            raise AltTopologyError(f"{key}.between: expected two hosts")
-        a, b = (_host(h, f"{key}.between[{j}]", hosts) for j, h in enumerate(between))
-        for j, h in enumerate((a, b)):
-            if h not in speakers:
-                raise AltTopologyError(
-                    f"{key}.between[{j}]: {h!r} is neither an alt.nodes nor an alt.routers host"
-                )
-        if a == b:
-            raise AltTopologyError(f"{key}.between: a tunnel joins two different hosts")
-        if a not in node_hosts and b not in node_hosts:
-            raise AltTopologyError(f"{key}.between: one end must be an ALT node")
-        pair = frozenset((a, b))
-        if pair in seen_pairs:
-            raise AltTopologyError(f"{key}.between: {a} and {b} already have a tunnel")
-        seen_pairs.add(pair)
-        if i >= max_tunnels:
-            raise AltTopologyError(f"{key}: the tunnel address pools hold only {max_tunnels} tunnels")
-        md5 = t.get("md5_password")
-        tunnel = TunnelSpec(
-            i,
-            a,
-            b,
-            _int(t.get("key", i + 1), f"{key}.key", 0, 0xFFFFFFFF),
-            _str(md5, f"{key}.md5_password") if md5 is not None else None,
-        )
-        try:
-            underlay_pair(topo, a, b)
-        except AltTopologyError as exc:
-            raise AltTopologyError(f"{key}: {exc}") from None
-        tunnels.append(tunnel)
-
-    site_keys = {(n.host, s.key) for n in nodes for s in n.sites}
-    site_algs = {(n.host, s.key, s.algorithm) for n in nodes for s in n.sites}
-    etrs: list[EtrSpec] = []
-    for host, raw in _table(alt.get("etrs", {}), "alt.etrs").items():
-        key = f"alt.etrs.{host}"
-        _host(host, key, hosts)
-        t = _table(raw, key)
-        _check(
-            t, key, {"map_server", "key", "eids", "register_interval", "algorithm", "register_port"},
-            {"map_server", "key", "eids"},
-        )
-        ms = _host(t["map_server"], f"{key}.map_server", hosts)
-        if ms not in node_hosts or not any(n.sites for n in nodes if n.host == ms):
-            raise AltTopologyError(f"{key}.map_server: {ms!r} is not an ALT node with map-server sites")
-        etr = EtrSpec(
-            host,
-            ms,
-            _str(t["key"], f"{key}.key"),
-            _prefixes(t["eids"], f"{key}.eids"),
-            _int(t.get("register_interval", DEFAULT_REGISTER_INTERVAL), f"{key}.register_interval", 1, 86400),
-            _algorithm(t.get("algorithm", DEFAULT_ALGORITHM), f"{key}.algorithm"),
-            _int(t["register_port"], f"{key}.register_port", 0, 65535) if "register_port" in t else None,
-        )
-        if (ms, etr.key) not in site_keys:
-            raise AltTopologyError(f"{key}.key: no site on {ms!r} has this key")
-        if (ms, etr.key, etr.algorithm) not in site_algs:
-            # The Map-Server would refuse every Map-Register (bad-key-id, RFC 9301 §5.6).
-            raise AltTopologyError(
-                f"{key}.algorithm: the site on {ms!r} with this key uses another algorithm"
-            )
-        try:
-            underlay_pair(topo, host, ms)
-        except AltTopologyError as exc:
-            raise AltTopologyError(f"{key}: {exc}") from None
-        etrs.append(etr)
-
-    itrs = tuple(
-        _host(h, f"alt.itrs[{i}]", hosts) for i, h in enumerate(_list(alt.get("itrs", []), "alt.itrs"))
-    )
-
-    demo: DemoSpec | None = None
-    if "demo" in alt:
-        t = _table(alt["demo"], "alt.demo")
-        _check(t, "alt.demo", {"eid", "itr", "map_resolver"}, {"eid", "itr", "map_resolver"})
-        try:
-            eid = ip_address(_str(t["eid"], "alt.demo.eid"))
-        except ValueError as exc:
-            raise AltTopologyError(f"alt.demo.eid: {exc}") from exc
-        mr = _host(t["map_resolver"], "alt.demo.map_resolver", hosts)
-        if not any(n.host == mr and n.map_resolver for n in nodes):
-            raise AltTopologyError(
-                f"alt.demo.map_resolver: {mr!r} is not an ALT node with map_resolver = true"
-            )
-        itr = _host(t["itr"], "alt.demo.itr", hosts)
-        try:
-            underlay_pair(topo, itr, mr)
-        except AltTopologyError as exc:
-            raise AltTopologyError(f"alt.demo: {exc}") from None
-        demo = DemoSpec(eid, itr, mr)
-
-    return AltTopology(
-        topo, accept, tuple(nodes), tuple(tunnels), tuple(etrs), itrs, tuple(routers), demo, hold, v4, v6
-    )
+        alt = _ALT.validate_python(raw_alt)
+    except ValidationError as exc:
+        raise AltTopologyError("\n".join(validation.problems(exc, AltModel, ("alt",)))) from None
+    problems, result = _problems_of(alt, topo)
+    if result is None:
+        raise AltTopologyError("\n".join(problems))
+    return result

@@ -20,13 +20,21 @@ class DaemonOutputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class BgpPeer:
-    """One BGP neighbor as seen from the daemon being configured."""
+    """One BGP neighbor as seen from the daemon being configured.
+
+    ``families`` ("ipv4", "ipv6") are the address families the session carries; None keeps each
+    daemon's own default (FRR: both, BIRD: the session's).  An IPv6 family on an IPv4 session
+    (multiprotocol BGP, RFC 4760) needs ``ipv6_next_hop``: the daemon's IPv6 address to announce
+    as next hop, since it has no IPv6 address of the session to take it from (RFC 2545 §3).
+    """
 
     address: str
     remote_as: int
     local_address: str | None = None
     password: str | None = None
     passive: bool = False
+    families: tuple[str, ...] | None = None
+    ipv6_next_hop: str | None = None
 
     def __post_init__(self) -> None:
         ip_address(self.address)  # fail on a typo now, not as a daemon's parse error later
@@ -34,10 +42,23 @@ class BgpPeer:
             ip_address(self.local_address)
         if not 1 <= self.remote_as <= 0xFFFFFFFF:
             raise ValueError(f"remote AS {self.remote_as} out of range")
+        for family in self.families or ():
+            if family not in ("ipv4", "ipv6"):
+                raise ValueError(f"address family {family!r} is not ipv4 or ipv6")
+        if self.ipv6_next_hop is not None and ip_address(self.ipv6_next_hop).version != 6:
+            raise ValueError(f"IPv6 next hop {self.ipv6_next_hop} is not an IPv6 address")
 
     @property
     def version(self) -> int:
         return ip_address(self.address).version
+
+    def carries(self, family: str) -> bool:
+        """Does the session carry ``family``, where the daemon's default is both families?"""
+        return self.families is None or family in self.families
+
+    def needs_ipv6_next_hop(self) -> bool:
+        """IPv6 routes over an IPv4 session: the next hop must be given (RFC 2545 §3)."""
+        return self.version == 4 and self.families is not None and "ipv6" in self.families
 
 
 def _split_by_family(prefixes: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -91,13 +112,28 @@ def render_frr_bgpd(
             lines.append(f" neighbor {peer.address} password {peer.password}")
         if peer.passive:
             lines.append(f" neighbor {peer.address} passive")
+    route_maps: list[str] = []
     for family, nets in (("ipv4", v4), ("ipv6", v6)):
         lines.append(f" address-family {family} unicast")
         lines += [f"  network {net}" for net in nets]
-        lines += [f"  neighbor {p.address} activate" for p in peers]
+        for i, p in enumerate(peers):
+            if not p.carries(family):
+                continue
+            lines.append(f"  neighbor {p.address} activate")
+            if family == "ipv6" and p.needs_ipv6_next_hop():
+                # Without it bgpd announces an IPv4-mapped next hop the peer cannot reach.
+                name = f"v6nh-{i + 1}"
+                lines.append(f"  neighbor {p.address} route-map {name} out")
+                route_maps += ["!", f"route-map {name} permit 10", f" set ipv6 next-hop global {_v6_hop(p)}"]
         lines.append(" exit-address-family")
-    lines += ["!", "line vty", "!", ""]
+    lines += [*route_maps, "!", "line vty", "!", ""]
     return "\n".join(lines)
+
+
+def _v6_hop(peer: BgpPeer) -> str:
+    if peer.ipv6_next_hop is None:
+        raise ValueError(f"peer {peer.address}: IPv6 routes over an IPv4 session need ipv6_next_hop")
+    return peer.ipv6_next_hop
 
 
 def frr_peer_states(summary: Mapping[str, Any]) -> dict[str, str]:
@@ -150,7 +186,6 @@ def render_bird(
             lines += [f"  route {net} blackhole;" for net in nets]
             lines.append("}")
     for i, peer in enumerate(peers):
-        family = f"ipv{peer.version}"
         lines.append(f"protocol bgp {bird_protocol_name(i)} {{")
         local = f"{peer.local_address} " if peer.local_address else ""
         lines.append(f"  local {local}as {asn};")
@@ -162,7 +197,10 @@ def render_bird(
             lines.append(f'  password "{peer.password}";')
         if peer.passive:
             lines.append("  passive on;")
-        lines.append(f"  {family} {{ import all; export all; next hop self; }};")
+        for family in peer.families or (f"ipv{peer.version}",):
+            v6_over_v4 = family == "ipv6" and peer.version == 4
+            hop = f"next hop address {_v6_hop(peer)}" if v6_over_v4 else "next hop self"
+            lines.append(f"  {family} {{ import all; export all; {hop}; }};")
         lines.append("}")
     lines.append("")
     return "\n".join(lines)

@@ -29,9 +29,15 @@ class SendUdp:
 
 @dataclass(frozen=True, slots=True)
 class SendAlt:
-    """An IP packet (an ALT datagram) to inject into the ALT through ``AltForwarder.originate``."""
+    """An IP packet (an ALT datagram) to put on the ALT where the resolver's one lookup said.
+
+    ``route`` is that lookup's answer (``AltRoutes.route``): a tunnel name, ``"<local>"`` (this
+    node's Map-Server or ETR), or the kernel's table in FRR-integrated mode.  The edge sends
+    the datagram there without looking the EID up again.
+    """
 
     packet: bytes
+    route: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,7 @@ class AltRoutes(Protocol):
     @property
     def generation(self) -> object: ...
 
-    def route(self, address: IPAddress) -> object: ...
+    def route(self, address: IPAddress) -> str | None: ...
 
     def local_prefixes(self) -> list[Prefix]: ...
 
@@ -191,7 +191,7 @@ class MapResolver:
         target = self.forwarder.route(eid)
         if target is None:
             return self._negative(msg, request, eid, src, now)
-        return self._into_alt(data, msg, eid, src, now)
+        return self._into_alt(data, msg, eid, src, now, route=target)
 
     def _decode(self, data: bytes, src: IPAddress, sport: int) -> object | None:
         try:
@@ -239,7 +239,8 @@ class MapResolver:
     # --- answers -----------------------------------------------------------------------------
 
     def _into_alt(
-        self, data: bytes, ecm: EncapsulatedControlMessage, eid: IPAddress, src: IPAddress, now: float
+        self, data: bytes, ecm: EncapsulatedControlMessage, eid: IPAddress, src: IPAddress, now: float,
+        *, route: str,
     ) -> list[Out]:
         router = self.forwarder.router_v4 if eid.version == 4 else self.forwarder.router_v6
         if ecm.ttl <= 1:
@@ -277,7 +278,7 @@ class MapResolver:
             self.counters["too-big"] += 1
             return []
         self.counters["forwarded"] += 1
-        return [SendAlt(packet)]
+        return [SendAlt(packet, route)]
 
     def _negative(
         self, ecm: EncapsulatedControlMessage, request: MapRequest, eid: IPAddress, src: IPAddress, now: float

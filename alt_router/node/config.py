@@ -5,13 +5,15 @@ Every problem in a file is collected and reported at once in a single
 and what is wrong.  Unknown keys are errors: a typo such as ``max_prefixes``
 must not silently fall back to a default on a router.
 
-The reference for every key is docs/configuration.md.
+The file's shape is defined once, by the pydantic models of ``alt_router.node.config_model``
+(also the source of ``alt-router config-schema``); this module runs them, adds the checks that span
+keys, and returns the frozen dataclasses below, which the rest of the node uses.  The reference
+for every key is docs/configuration.md.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -19,47 +21,72 @@ from ipaddress import (
     IPv6Address,
     IPv6Interface,
     ip_address,
-    ip_interface,
-    ip_network,
 )
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, get_args
 
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from alt_router import validation
 from alt_router.alt.icmp import IcmpLimits
+from alt_router.node.config_model import (
+    DEFAULT_API_PORT,
+    DEFAULT_FRR_BIN_DIR,
+    DEFAULT_HOLD_TIME,
+    DEFAULT_MAX_PREFIX,
+    DEFAULT_MAX_REGISTRATIONS_PER_SITE,
+    DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
+    DEFAULT_MR_GLOBAL_RATE,
+    DEFAULT_MR_RATE_PREFIXES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_RECORD_TTL,
+    DEFAULT_REGISTER_INTERVAL,
+    DEFAULT_STATE_DIR,
+    MD5_MAX_LEN,
+    ApiModel,
+    AuthAlgorithm,
+    AuthLength,
+    BgpSpeaker,
+    EidModel,
+    EtrModel,
+    ExabgpModel,
+    Family,
+    FrrModel,
+    IcmpModel,
+    MapResolverModel,
+    MapServerModel,
+    NodeFile,
+    NodeModel,
+    NotifyTo,
+    PeerModel,
+    Replay,
+    TunnelMode,
+    TunnelModel,
+)
 from alt_router.rib.aggregate import AggregateSpec
-from alt_router.rib.fib import FIB_KINDS, FibKind
+from alt_router.rib.fib import FibKind
 from alt_router.types import IPAddress, Prefix
+
+__all__ = [
+    "DEFAULT_API_PORT", "DEFAULT_HOLD_TIME", "DEFAULT_MAX_PREFIX", "DEFAULT_MAX_REGISTRATIONS_PER_SITE",
+    "DEFAULT_MAX_REGISTRATIONS_PER_SOURCE", "DEFAULT_MR_GLOBAL_RATE", "DEFAULT_MR_RATE_PREFIXES",
+    "DEFAULT_RATE_LIMIT", "DEFAULT_RECORD_TTL", "DEFAULT_REGISTER_INTERVAL", "DEFAULT_STATE_DIR",
+    "MD5_MAX_LEN", "ApiSection", "ConfigError", "EidSection", "EtrMappingEntry", "EtrSection",
+    "ExabgpSection", "FrrSection", "MapResolverSection", "MapServerRef", "MapServerSection", "NodeConfig",
+    "NodeSection", "PeerConfig", "PeerTunnel", "Rloc", "SiteConfig", "Underlay", "load_config",
+    "parse_config",
+]
 
 Interface = IPv4Interface | IPv6Interface
 
-TunnelMode = Literal["auto", "kernel", "userspace"]
-AuthAlgorithm = Literal["hmac-sha1-96", "hmac-sha256-128"]
-Family = Literal["ipv4", "ipv6"]
-
-TUNNEL_MODES: tuple[TunnelMode, ...] = ("auto", "kernel", "userspace")
-AUTH_ALGORITHMS: tuple[AuthAlgorithm, ...] = ("hmac-sha1-96", "hmac-sha256-128")
-FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
-BgpSpeaker = Literal["exabgp", "frr"]
-BGP_SPEAKERS: tuple[BgpSpeaker, ...] = ("exabgp", "frr")
-AuthLength = Literal["full", "truncated"]
-AUTH_LENGTHS: tuple[AuthLength, ...] = ("full", "truncated")
-
-DEFAULT_MAX_PREFIX = 10_000
-DEFAULT_HOLD_TIME = 90
-DEFAULT_API_PORT = 8179
-DEFAULT_STATE_DIR = "/var/lib/alt-router"
-DEFAULT_FRR_BIN_DIR = "/usr/lib/frr"
-DEFAULT_RATE_LIMIT = 100.0
-DEFAULT_MAX_REGISTRATIONS_PER_SITE = 1024
-DEFAULT_MAX_REGISTRATIONS_PER_SOURCE = 256
-SITE_NOTIFY_TO = ("rfc", "source-port")
-SITE_REPLAY = ("enforce", "log-only", "off")
-DEFAULT_MR_GLOBAL_RATE = 1000.0
-DEFAULT_MR_RATE_PREFIXES = 16384
-DEFAULT_REGISTER_INTERVAL = 60
-DEFAULT_RECORD_TTL = 1440
-# Linux refuses TCP-MD5 keys longer than TCP_MD5SIG_MAXKEYLEN.
-MD5_MAX_LEN = 80
+# The choices are the models' Literal types (alt_router.node.config_model); the tuples list them.
+TUNNEL_MODES: tuple[TunnelMode, ...] = get_args(TunnelMode)
+AUTH_ALGORITHMS: tuple[AuthAlgorithm, ...] = get_args(AuthAlgorithm)
+FAMILIES: tuple[Family, ...] = get_args(Family)
+BGP_SPEAKERS: tuple[BgpSpeaker, ...] = get_args(BgpSpeaker)
+AUTH_LENGTHS: tuple[AuthLength, ...] = get_args(AuthLength)
+SITE_NOTIFY_TO: tuple[str, ...] = get_args(NotifyTo)
+SITE_REPLAY: tuple[str, ...] = get_args(Replay)
 
 
 class ConfigError(ValueError):
@@ -278,470 +305,214 @@ class NodeConfig:
 
 
 # --- reading -----------------------------------------------------------------
+# The file's shape (types, ranges, defaults, unknown keys) is the pydantic models' business
+# (alt_router.node.config_model).  What stays here by hand: the checks that span keys, and the
+# defaults that depend on another key, written against the validated models.  Each top-level
+# table (and each [[peers]] entry) is validated on its own, so a bad [api] does not hide a tunnel
+# address outside its subnet: every problem of the file is reported at once.
 
-T = TypeVar("T")
-_MISSING: Any = object()
+M = TypeVar("M", bound=BaseModel)
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(f.annotation) for name, f in NodeFile.model_fields.items()
+}
+_PEER = TypeAdapter(PeerModel)
+_TUNNEL = TypeAdapter(TunnelModel)
 
 
-class _Reader:
-    """Pulls typed values out of a TOML table, recording problems instead of raising."""
+class _Problems(list[str]):
+    def add(self, key: str, problem: str) -> None:
+        self.append(f"{key}: {problem}")
 
-    def __init__(self) -> None:
-        self.problems: list[str] = []
 
-    def error(self, key: str, problem: str) -> None:
-        self.problems.append(f"{key}: {problem}")
-
-    def table(
-        self, parent: dict[str, Any], name: str, path: str, *, required: bool = False,
-    ) -> dict[str, Any]:
-        value = parent.pop(name, _MISSING)
-        key = _join(path, name)
-        if value is _MISSING:
-            if required:
-                self.error(key, "missing required table")
-            return {}
-        if not isinstance(value, dict):
-            self.error(key, f"must be a table, not {_tname(value)}")
-            return {}
-        return value
-
-    def tables(self, parent: dict[str, Any], name: str, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        value = parent.pop(name, _MISSING)
-        key = _join(path, name)
-        if value is _MISSING:
-            return
-        if not isinstance(value, list):
-            self.error(key, f"must be an array of tables ([[{key}]]), not {_tname(value)}")
-            return
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                self.error(f"{key}[{i}]", f"must be a table, not {_tname(item)}")
-                continue
-            yield f"{key}[{i}]", item
-
-    def get(
-        self, table: dict[str, Any], name: str, path: str, conv: Callable[[Any], T], default: Any = _MISSING,
-    ) -> Any:
-        """Convert ``table[name]``; on a problem record it and return ``default`` (or None)."""
-        value = table.pop(name, _MISSING)
-        key = _join(path, name)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.error(key, "missing required key")
-                return None
-            return default
+def _validate(doc: dict[str, Any], out: _Problems) -> dict[str, Any]:
+    """Each top-level table of ``doc`` validated against its model; None where it failed."""
+    sections: dict[str, Any] = {}
+    for name, info in NodeFile.model_fields.items():
+        if name not in doc:
+            if info.is_required():
+                out.add(name, "missing required table")
+            else:
+                sections[name] = info.get_default(call_default_factory=True)
+            continue
+        raw = doc[name]
+        if name == "peers" and isinstance(raw, list):
+            # One by one: the duplicate checks still see the good peers when one is bad.
+            peers: list[tuple[int, PeerModel]] = []
+            for i, item in enumerate(raw):
+                try:
+                    peers.append((i, _PEER.validate_python(item)))
+                except ValidationError as exc:
+                    out.extend(validation.problems(exc, PeerModel, ("peers", i)))
+                    _check_tunnel_of_bad_peer(item, f"peers[{i}].tunnel", out)
+            sections[name] = peers
+            continue
         try:
-            return conv(value)
-        except (TypeError, ValueError) as exc:
-            self.error(key, str(exc))
-            return None if default is _MISSING else default
-
-    def done(self, table: dict[str, Any], path: str) -> None:
-        for name in table:
-            self.error(_join(path, name), "unknown key")
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+            sections[name] = _ADAPTERS[name].validate_python(raw)
+        except ValidationError as exc:  # ("peers" not an array lands here too)
+            out.extend(validation.problems(exc, info.annotation, (name,)))
+            sections[name] = None
+    for name in doc:
+        if name not in NodeFile.model_fields:
+            out.add(name, "unknown key")
+    return sections
 
 
-def _tname(value: object) -> str:
-    return {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-# Converters: each raises ValueError/TypeError with a message meant for the operator.
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"must be a string, not {_tname(value)}")
-    return value
-
-
-def _name(value: Any) -> str:
-    s = _str(value)
-    if not s or not all(c.isalnum() or c in "-_." for c in s):
-        raise ValueError(f"{s!r} is not a valid name (letters, digits, '-', '_', '.')")
-    return s
-
-
-def _secret(value: Any) -> str:
-    s = _str(value)
-    if not s:
-        raise ValueError("must not be empty")
-    return s
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"must be true or false, not {_tname(value)}")
-    return value
-
-
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    def conv(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"must be an integer, not {_tname(value)}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is out of range {lo}..{hi}")
-        return value
-    return conv
-
-
-def _asn(value: Any) -> int:
-    asn = _int_range(1, 0xFFFFFFFF)(value)
-    if asn == 23456:
-        raise ValueError("23456 is AS_TRANS (RFC 6793), not a real AS number")
-    return asn
-
-
-def _hold_time(value: Any) -> int:
-    hold = _int_range(0, 65535)(value)
-    if hold in (1, 2):
-        raise ValueError(f"{hold} is not allowed: the hold time must be 0 or 3..65535 (RFC 4271)")
-    return hold
-
-
-def _positive_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"must be a number, not {_tname(value)}")
-    if not value > 0:
-        raise ValueError(f"{value} must be greater than 0")
-    return float(value)
-
-
-def _address(value: Any) -> IPAddress:
-    s = _str(value)
+def _check_tunnel_of_bad_peer(raw: Any, path: str, out: _Problems) -> None:
+    """A peer with a bad key elsewhere still gets its tunnel addresses checked against each other."""
     try:
-        return ip_address(s)
-    except ValueError:
-        raise ValueError(f"{s!r} is not an IPv4 or IPv6 address") from None
+        tunnel = _TUNNEL.validate_python(raw.get("tunnel") if isinstance(raw, dict) else None)
+    except ValidationError:
+        return  # already reported with the peer
+    _tunnel(tunnel, path, out)
 
 
-def _ipv4(value: Any) -> IPv4Address:
-    addr = _address(value)
-    if not isinstance(addr, IPv4Address):
-        raise ValueError(f"{value!r} is not an IPv4 address")
-    return addr
+def _get(sections: dict[str, Any], name: str, tp: type[M]) -> M | None:
+    value = sections.get(name)
+    return value if isinstance(value, tp) else None
 
 
-def _prefix(value: Any) -> Prefix:
-    s = _str(value)
-    if "/" not in s:
-        raise ValueError(f"{s!r} needs a prefix length, e.g. {s}/24")
-    try:
-        return ip_network(s, strict=True)
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            fixed = ip_network(s, strict=False)
-            raise ValueError(f"{s!r} has host bits set (did you mean {fixed}?)") from None
-        raise ValueError(f"{s!r} is not an IP prefix") from None
-
-
-def _prefixes(value: Any) -> tuple[Prefix, ...]:
-    if not isinstance(value, list):
-        raise TypeError(f"must be an array of prefixes, not {_tname(value)}")
-    problems, out = [], []
-    for i, item in enumerate(value):
-        try:
-            out.append(_prefix(item))
-        except (TypeError, ValueError) as exc:
-            problems.append(f"[{i}] {exc}")
-    if problems:
-        raise ValueError("; ".join(problems))
-    dupes = sorted({str(p) for p in out if out.count(p) > 1})
-    if dupes:
-        raise ValueError(f"duplicate prefixes: {', '.join(dupes)}")
-    return tuple(out)
-
-
-def _interface(value: Any) -> Interface:
-    s = _str(value)
-    if "/" not in s:
-        raise ValueError(f"{s!r} needs a prefix length, e.g. {s}/30")
-    try:
-        return ip_interface(s)
-    except ValueError:
-        raise ValueError(f"{s!r} is not an address with a prefix length") from None
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        s = _str(value)
-        if s not in options:
-            raise ValueError(f"{s!r} is not one of {', '.join(repr(o) for o in options)}")
-        return s
-    return conv
-
-
-def _families(value: Any) -> tuple[Family, ...]:
-    if not isinstance(value, list) or not value:
-        raise TypeError("must be a non-empty array of families (\"ipv4\", \"ipv6\")")
-    out = []
-    for item in value:
-        if item not in FAMILIES:
-            raise ValueError(f"{item!r} is not a family; use \"ipv4\" and/or \"ipv6\"")
-        if item not in out:
-            out.append(item)
-    return tuple(cast(Family, f) for f in out)
-
-
-# --- sections ------------------------------------------------------------------
-
-def _read_node(r: _Reader, doc: dict[str, Any]) -> NodeSection | None:
-    t = r.table(doc, "node", "", required=True)
-    p = "node"
-    name = r.get(t, "name", p, _name)
-    asn = r.get(t, "asn", p, _asn)
-    router_id = r.get(t, "router_id", p, _ipv4)
-    mode = r.get(t, "tunnel_mode", p, _choice(TUNNEL_MODES), "auto")
-    state_dir = r.get(t, "state_dir", p, lambda v: Path(_secret(v)), Path(DEFAULT_STATE_DIR))
-    max_prefix = r.get(t, "max_prefix", p, _int_range(1, 10_000_000), DEFAULT_MAX_PREFIX)
-    fib = r.get(t, "fib", p, _choice(FIB_KINDS), "dir24")
-    bgp = r.get(t, "bgp", p, _choice(BGP_SPEAKERS), "exabgp")
-    r.done(t, p)
-    if name is None or asn is None or router_id is None:
-        return None
-    return NodeSection(name, asn, router_id, mode, state_dir, max_prefix, fib, bgp)
-
-
-def _read_eid(r: _Reader, doc: dict[str, Any]) -> EidSection:
-    t = r.table(doc, "eid", "", required=True)
-    announce = r.get(t, "announce", "eid", _prefixes, ())
-    accept = r.get(t, "accept", "eid", _prefixes)
-    aggregates = _read_aggregates(r, t)
-    r.done(t, "eid")
-    eid = EidSection(announce or (), accept or (), aggregates)
-    if accept:
+def _eid(m: EidModel | None, out: _Problems) -> EidSection:
+    if m is None:
+        return EidSection((), ())
+    eid = EidSection(m.announce, m.accept)
+    aggregates: list[AggregateSpec] = []
+    seen: dict[Prefix, str] = {}
+    for i, a in enumerate(m.aggregates):
+        key = f"eid.aggregates[{i}]"
+        if a.prefix in seen:
+            out.add(f"{key}.prefix", f"{a.prefix} is already aggregated by {seen[a.prefix]}")
+            continue
+        seen[a.prefix] = key
+        aggregates.append(AggregateSpec(a.prefix, a.summary_only, a.as_set, a.always))
+    eid = EidSection(m.announce, m.accept, tuple(aggregates))
+    if eid.accept:
         for i, prefix in enumerate(eid.announce):
             if not eid.accepts(prefix):
-                r.error(f"eid.announce[{i}]", f"{prefix} is outside the accepted EID space (eid.accept)")
-        for i, agg in enumerate(aggregates):
+                out.add(f"eid.announce[{i}]", f"{prefix} is outside the accepted EID space (eid.accept)")
+        for i, agg in enumerate(m.aggregates):
             if not eid.accepts(agg.prefix):
-                r.error(f"eid.aggregates[{i}].prefix",
+                out.add(f"eid.aggregates[{i}].prefix",
                         f"{agg.prefix} is outside the accepted EID space (eid.accept)")
     return eid
 
 
-def _read_aggregates(r: _Reader, t: dict[str, Any]) -> tuple[AggregateSpec, ...]:
-    """``[[eid.aggregates]]``: RFC 6836 §7.1 EID-prefix aggregation (docs/configuration.md)."""
-    out: list[AggregateSpec] = []
-    seen: dict[Prefix, str] = {}
-    for key, a in r.tables(t, "aggregates", "eid"):
-        prefix = r.get(a, "prefix", key, _prefix)
-        summary_only = r.get(a, "summary_only", key, _bool, False)
-        as_set = r.get(a, "as_set", key, _bool, False)
-        always = r.get(a, "always", key, _bool, False)
-        r.done(a, key)
-        if prefix is None:
-            continue
-        if prefix in seen:
-            r.error(f"{key}.prefix", f"{prefix} is already aggregated by {seen[prefix]}")
-            continue
-        seen[prefix] = key
-        out.append(AggregateSpec(prefix, summary_only, as_set, always))
-    return tuple(out)
-
-
-def _read_tunnel(r: _Reader, t: dict[str, Any], path: str) -> PeerTunnel:
-    lv4 = r.get(t, "local_ipv4", path, _interface, None)
-    rv4 = r.get(t, "remote_ipv4", path, _address, None)
-    lv6 = r.get(t, "local_ipv6", path, _interface, None)
-    rv6 = r.get(t, "remote_ipv6", path, _address, None)
-    r.done(t, path)
-    out: dict[str, Any] = {}
-    for version, given_local, given_remote, lk, rk in ((4, lv4, rv4, "local_ipv4", "remote_ipv4"),
-                                                       (6, lv6, rv6, "local_ipv6", "remote_ipv6")):
-        local, remote = given_local, given_remote
+def _tunnel(t: TunnelModel, path: str, out: _Problems) -> PeerTunnel:
+    given = dict(t)
+    pairs: dict[str, Any] = {}
+    for version, lk, rk in ((4, "local_ipv4", "remote_ipv4"), (6, "local_ipv6", "remote_ipv6")):
+        local, remote = given[lk], given[rk]
         if local is not None and local.version != version:
-            r.error(f"{path}.{lk}", f"{local} is not an IPv{version} address")
+            out.add(f"{path}.{lk}", f"{local} is not an IPv{version} address")
             local = None
         if remote is not None and remote.version != version:
-            r.error(f"{path}.{rk}", f"{remote} is not an IPv{version} address")
+            out.add(f"{path}.{rk}", f"{remote} is not an IPv{version} address")
             remote = None
         if (local is None) != (remote is None):
             missing = rk if local is not None else lk
-            r.error(f"{path}.{missing}", f"missing: {lk} and {rk} go together")
+            out.add(f"{path}.{missing}", f"missing: {lk} and {rk} go together")
             continue
         if local is None:
             continue
         if remote == local.ip:
-            r.error(f"{path}.{rk}", f"{remote} is the local tunnel address")
+            out.add(f"{path}.{rk}", f"{remote} is the local tunnel address")
         elif remote not in local.network:
-            r.error(f"{path}.{rk}", f"{remote} is not inside the local tunnel subnet {local.network}")
-        out[lk], out[rk] = local, remote
-    if lv4 is None and lv6 is None and rv4 is None and rv6 is None:
-        r.error(path, "needs local_ipv4/remote_ipv4 and/or local_ipv6/remote_ipv6")
-    return PeerTunnel(**out)
+            out.add(f"{path}.{rk}", f"{remote} is not inside the local tunnel subnet {local.network}")
+        pairs[lk], pairs[rk] = local, remote
+    if all(v is None for v in given.values()):
+        out.add(path, "needs local_ipv4/remote_ipv4 and/or local_ipv6/remote_ipv6")
+    return PeerTunnel(**pairs)
 
 
-def _read_peer(r: _Reader, t: dict[str, Any], path: str, node: NodeSection | None,
-               eid: EidSection) -> PeerConfig | None:
-    name = r.get(t, "name", path, _name)
-    asn = r.get(t, "asn", path, _asn)
-    description = r.get(t, "description", path, _str, "")
-    key = r.get(t, "key", path, _int_range(0, 0xFFFFFFFF), None)
-    md5 = r.get(t, "md5_password", path, _secret, None)
-    if md5 is not None and len(md5.encode()) > MD5_MAX_LEN:
-        r.error(f"{path}.md5_password", f"longer than {MD5_MAX_LEN} bytes (the Linux TCP-MD5 limit)")
-    default_max = node.max_prefix if node else DEFAULT_MAX_PREFIX
-    max_prefix = r.get(t, "max_prefix", path, _int_range(1, 10_000_000), default_max)
-    hold_time = r.get(t, "hold_time", path, _hold_time, DEFAULT_HOLD_TIME)
-    default_families = tuple(f for f in FAMILIES if any(p.version == int(f[-1]) for p in eid.accept))
-    families = r.get(t, "families", path, _families, default_families or ("ipv4",))
-
-    ut = r.table(t, "underlay", path, required=True)
-    upath = f"{path}.underlay"
-    ulocal = r.get(ut, "local", upath, _address)
-    uremote = r.get(ut, "remote", upath, _address)
-    r.done(ut, upath)
+def _peer(
+    m: PeerModel, path: str, node: NodeModel | None, eid: EidSection, out: _Problems
+) -> PeerConfig | None:
+    u = m.underlay
     underlay = None
-    if ulocal is not None and uremote is not None:
-        if ulocal.version != uremote.version:
-            r.error(f"{upath}.remote", f"{uremote} and local {ulocal} are different address families")
-        elif ulocal == uremote:
-            r.error(f"{upath}.remote", f"{uremote} is the same as the local address")
-        else:
-            underlay = Underlay(ulocal, uremote)
-
-    tunnel = _read_tunnel(r, r.table(t, "tunnel", path, required=True), f"{path}.tunnel")
-    r.done(t, path)
-    if name is None or asn is None or underlay is None or not tunnel.remotes:
+    if u.local.version != u.remote.version:
+        out.add(f"{path}.underlay.remote", f"{u.remote} and local {u.local} are different address families")
+    elif u.local == u.remote:
+        out.add(f"{path}.underlay.remote", f"{u.remote} is the same as the local address")
+    else:
+        underlay = Underlay(u.local, u.remote)
+    tunnel = _tunnel(m.tunnel, f"{path}.tunnel", out)
+    if underlay is None or not tunnel.remotes:
         return None
-    return PeerConfig(name, asn, underlay, tunnel, families, key, md5, max_prefix, hold_time, description)
+    default_families = tuple(f for f in FAMILIES if any(p.version == int(f[-1]) for p in eid.accept))
+    return PeerConfig(
+        m.name, m.asn, underlay, tunnel, m.families or default_families or ("ipv4",), m.key, m.md5_password,
+        m.max_prefix or (node.max_prefix if node else DEFAULT_MAX_PREFIX), m.hold_time, m.description,
+    )
 
 
-def _read_peers(r: _Reader, doc: dict[str, Any], node: NodeSection | None,
-                eid: EidSection) -> tuple[PeerConfig, ...]:
+def _peers(models: list[tuple[int, PeerModel]], node: NodeModel | None, eid: EidSection,
+           out: _Problems) -> tuple[PeerConfig, ...]:
     peers: list[PeerConfig] = []
     seen_names: dict[str, str] = {}
     seen_addrs: dict[IPAddress, str] = {}
     seen_keys: dict[tuple[IPAddress, IPAddress, int | None], str] = {}
-    for path, t in r.tables(doc, "peers", ""):
-        peer = _read_peer(r, t, path, node, eid)
+    for i, m in models:
+        path = f"peers[{i}]"
+        peer = _peer(m, path, node, eid, out)
         if peer is None:
             continue
         if peer.name in seen_names:
-            r.error(f"{path}.name", f"{peer.name!r} is already used by {seen_names[peer.name]}")
+            out.add(f"{path}.name", f"{peer.name!r} is already used by {seen_names[peer.name]}")
         seen_names[peer.name] = path
         for addr in peer.tunnel.remotes:
             if addr in seen_addrs:
-                r.error(f"{path}.tunnel", f"remote address {addr} is already used by {seen_addrs[addr]}")
+                out.add(f"{path}.tunnel", f"remote address {addr} is already used by {seen_addrs[addr]}")
             seen_addrs[addr] = path
         # Two tunnels between the same underlay pair are only told apart by the GRE key.
         gre_id = (peer.underlay.local, peer.underlay.remote, peer.key)
         if gre_id in seen_keys:
-            r.error(f"{path}.key",
+            out.add(f"{path}.key",
                     f"same underlay pair and GRE key as {seen_keys[gre_id]}; set distinct keys")
         seen_keys[gre_id] = path
         peers.append(peer)
     return tuple(peers)
 
 
-def _read_exabgp(r: _Reader, doc: dict[str, Any]) -> ExabgpSection:
-    t = r.table(doc, "exabgp", "")
-    config = r.get(t, "config", "exabgp", lambda v: Path(_secret(v)), None)
-    binary = r.get(t, "binary", "exabgp", _secret, "exabgp")
-    r.done(t, "exabgp")
-    return ExabgpSection(config, binary)
+def _api(m: ApiModel, out: _Problems) -> ApiSection:
+    if not m.listen.is_loopback and m.token is None:
+        out.add("api.token", f"required when the API listens on a non-loopback address ({m.listen})")
+    if m.stream_clients > m.max_connections:
+        out.add("api.stream_clients",
+                f"{m.stream_clients} is more than api.max_connections ({m.max_connections})")
+    return ApiSection(**dict(m))
 
 
-def _read_frr(r: _Reader, doc: dict[str, Any]) -> FrrSection:
-    t = r.table(doc, "frr", "")
-    bin_dir = r.get(t, "bin_dir", "frr", lambda v: Path(_secret(v)), Path(DEFAULT_FRR_BIN_DIR))
-    vtysh = r.get(t, "vtysh", "frr", _secret, "vtysh")
-    pathspace = r.get(t, "pathspace", "frr", _name, "")
-    vrf = r.get(t, "vrf", "frr", _name, None)
-    r.done(t, "frr")
-    return FrrSection(bin_dir, vtysh, pathspace, vrf)
-
-
-def _read_api(r: _Reader, doc: dict[str, Any]) -> ApiSection:
-    t = r.table(doc, "api", "")
-    listen = r.get(t, "listen", "api", _address, IPv4Address("127.0.0.1"))
-    port = r.get(t, "port", "api", _int_range(1, 65535), DEFAULT_API_PORT)
-    token = r.get(t, "token", "api", _secret, None)
-    d = ApiSection()
-    max_connections = r.get(t, "max_connections", "api", _int_range(1, 65535), d.max_connections)
-    header_timeout = r.get(t, "header_timeout", "api", _positive_float, d.header_timeout)
-    keepalive_timeout = r.get(t, "keepalive_timeout", "api", _positive_float, d.keepalive_timeout)
-    stream_clients = r.get(t, "stream_clients", "api", _int_range(1, 65535), d.stream_clients)
-    stream_queue = r.get(t, "stream_queue", "api", _int_range(1, 1_000_000), d.stream_queue)
-    r.done(t, "api")
-    if not listen.is_loopback and token is None:
-        r.error("api.token", f"required when the API listens on a non-loopback address ({listen})")
-    if stream_clients > max_connections:
-        r.error("api.stream_clients",
-                f"{stream_clients} is more than api.max_connections ({max_connections})")
-    return ApiSection(listen, port, token, max_connections, header_timeout, keepalive_timeout,
-                      stream_clients, stream_queue)
-
-
-def _read_map_resolver(r: _Reader, doc: dict[str, Any]) -> MapResolverSection:
-    present = "map_resolver" in doc
-    t = r.table(doc, "map_resolver", "")
-    p = "map_resolver"
-    enabled = r.get(t, "enabled", p, _bool, present)
-    listen = r.get(t, "listen", p, _address, IPv4Address("0.0.0.0"))
-    rate = r.get(t, "rate_limit", p, _positive_float, DEFAULT_RATE_LIMIT)
-    burst = r.get(t, "rate_burst", p, _int_range(1, 1_000_000), max(1, int(2 * rate)))
-    grate = r.get(t, "global_rate_limit", p, _positive_float, DEFAULT_MR_GLOBAL_RATE)
-    gburst = r.get(t, "global_rate_burst", p, _int_range(1, 10_000_000), max(1, int(2 * grate)))
-    table = r.get(t, "rate_limit_prefixes", p, _int_range(1, 10_000_000), DEFAULT_MR_RATE_PREFIXES)
-    outage_ttl = r.get(t, "outage_negative_ttl", p, _int_range(0, 15), 1)
-    r.done(t, p)
-    return MapResolverSection(enabled, listen, rate, burst, grate, gburst, table, outage_ttl)
-
-
-def _read_map_server(r: _Reader, doc: dict[str, Any], eid: EidSection) -> MapServerSection:
-    present = "map_server" in doc
-    t = r.table(doc, "map_server", "")
-    p = "map_server"
-    enabled = r.get(t, "enabled", p, _bool, present)
-    sites: list[SiteConfig] = []
-    paths: list[str] = []  # each site's dotted key, for the errors of _check_sites
-    names: dict[str, str] = {}
-    for sp, st in r.tables(t, "sites", p):
-        name = r.get(st, "name", sp, _name)
-        key = r.get(st, "key", sp, _secret)
-        algorithm = r.get(st, "algorithm", sp, _choice(AUTH_ALGORITHMS), "hmac-sha256-128")
-        prefixes = r.get(st, "eid_prefixes", sp, _prefixes)
-        if prefixes == ():
-            r.error(f"{sp}.eid_prefixes", "must list at least one prefix")
-        more = r.get(st, "accept_more_specifics", sp, _bool, False)
-        always = r.get(st, "always_announce", sp, _bool, False)
-        overlap = r.get(st, "allow_overlap", sp, _bool, False)
-        notify_to = r.get(st, "notify_to", sp, _choice(SITE_NOTIFY_TO), "rfc")
-        replay = r.get(st, "replay", sp, _choice(SITE_REPLAY), "enforce")
-        r.done(st, sp)
-        if name in names:
-            r.error(f"{sp}.name", f"{name!r} is already used by {names[name]}")
-        if name is not None:
-            names[name] = sp
-        if None not in (name, key, algorithm) and prefixes:
-            sites.append(SiteConfig(name, key, algorithm, prefixes, more, always, bool(overlap),
-                                    notify_to or "rfc", replay or "enforce"))
-            paths.append(sp)
-    allow_overlapping = r.get(t, "allow_overlapping_sites", p, _bool, False)
-    per_site = r.get(t, "max_registrations_per_site", p, _int_range(1, 1_000_000),
-                     DEFAULT_MAX_REGISTRATIONS_PER_SITE)
-    per_source = r.get(t, "max_registrations_per_source", p, _int_range(1, 1_000_000),
-                       DEFAULT_MAX_REGISTRATIONS_PER_SOURCE)
-    r.done(t, p)
-    if enabled and not sites and not r.problems:
-        r.error(f"{p}.sites", "an enabled Map-Server needs at least one [[map_server.sites]]")
-    _check_sites(r, eid, sites, paths, bool(allow_overlapping))
-    return MapServerSection(
-        enabled, tuple(sites), bool(allow_overlapping),
-        per_site or DEFAULT_MAX_REGISTRATIONS_PER_SITE, per_source or DEFAULT_MAX_REGISTRATIONS_PER_SOURCE,
+def _map_resolver(m: MapResolverModel, present: bool) -> MapResolverSection:
+    return MapResolverSection(
+        present if m.enabled is None else m.enabled, m.listen, m.rate_limit,
+        m.rate_burst or max(1, int(2 * m.rate_limit)), m.global_rate_limit,
+        m.global_rate_burst or max(1, int(2 * m.global_rate_limit)), m.rate_limit_prefixes,
+        m.outage_negative_ttl,
     )
 
 
+def _map_server(m: MapServerModel, present: bool, eid: EidSection, out: _Problems) -> MapServerSection:
+    enabled = present if m.enabled is None else m.enabled
+    sites: list[SiteConfig] = []
+    paths: list[str] = []  # each site's dotted key, for the errors of _check_sites
+    names: dict[str, str] = {}
+    for i, s in enumerate(m.sites):
+        sp = f"map_server.sites[{i}]"
+        if s.name in names:
+            out.add(f"{sp}.name", f"{s.name!r} is already used by {names[s.name]}")
+        names[s.name] = sp
+        sites.append(SiteConfig(s.name, s.key, s.algorithm, s.eid_prefixes, s.accept_more_specifics,
+                                s.always_announce, s.allow_overlap, s.notify_to, s.replay))
+        paths.append(sp)
+    if enabled and not sites and not out:
+        out.add("map_server.sites", "an enabled Map-Server needs at least one [[map_server.sites]]")
+    _check_sites(out, eid, sites, paths, m.allow_overlapping_sites)
+    return MapServerSection(enabled, tuple(sites), m.allow_overlapping_sites, m.max_registrations_per_site,
+                            m.max_registrations_per_source)
+
+
 def _check_sites(
-    r: _Reader, eid: EidSection, sites: list[SiteConfig], paths: list[str], allow_overlapping: bool
+    out: _Problems, eid: EidSection, sites: list[SiteConfig], paths: list[str], allow_overlapping: bool
 ) -> None:
     """A site's prefixes lie inside [eid].accept, and two sites share no EID space unless allowed.
 
@@ -754,14 +525,14 @@ def _check_sites(
         for site, sp in zip(sites, paths, strict=True):
             for j, prefix in enumerate(site.eid_prefixes):
                 if not eid.accepts(prefix):
-                    r.error(f"{sp}.eid_prefixes[{j}]",
+                    out.add(f"{sp}.eid_prefixes[{j}]",
                             f"{prefix} is outside the accepted EID space (eid.accept)")
     if allow_overlapping:
         return
     # Two prefixes overlap only if one contains the other. In (family, address, length) order every
     # prefix comes after the prefixes that contain it, and those are exactly the stack left when the
     # ones that do not contain it are popped: one sort and a walk, not a comparison of every pair
-    # (a generated lab has thousands of sites).
+    # (a generated lab has thousands of sites).  No schema can say this, hence code.
     entries = sorted(
         ((prefix, i, j) for i, site in enumerate(sites) for j, prefix in enumerate(site.eid_prefixes)),
         key=lambda e: (e[0].version, int(e[0].network_address), e[0].prefixlen),
@@ -774,7 +545,7 @@ def _check_sites(
                       if k != i and not (sites[i].allow_overlap or sites[k].allow_overlap)), None)
         if clash is not None:
             outer = next(q for q, k in reversed(stack) if k == clash)
-            r.error(f"{paths[i]}.eid_prefixes[{j}]",
+            out.add(f"{paths[i]}.eid_prefixes[{j}]",
                     f"{prefix} overlaps {outer} of site {sites[clash].name!r} ({paths[clash]}); set "
                     "allow_overlap = true on one of the sites, or [map_server] allow_overlapping_sites = "
                     "true, if intended")
@@ -785,63 +556,29 @@ def _within(inner: Prefix, outer: Prefix) -> bool:
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
 
 
-def _read_etr(r: _Reader, doc: dict[str, Any]) -> EtrSection:
-    present = "etr" in doc
-    t = r.table(doc, "etr", "")
-    p = "etr"
-    enabled = r.get(t, "enabled", p, _bool, present)
-    servers: list[MapServerRef] = []
-    for mp, mt in r.tables(t, "map_servers", p):
-        addr = r.get(mt, "address", mp, _address)
-        key = r.get(mt, "key", mp, _secret)
-        algorithm = r.get(mt, "algorithm", mp, _choice(AUTH_ALGORITHMS), "hmac-sha256-128")
-        auth_length = r.get(mt, "auth_length", mp, _choice(AUTH_LENGTHS), "full")
-        r.done(mt, mp)
-        if None not in (addr, key, algorithm, auth_length):
-            servers.append(MapServerRef(addr, key, algorithm, auth_length))
-    mappings: list[EtrMappingEntry] = []
-    for mp, mt in r.tables(t, "mappings", p):
-        prefix = r.get(mt, "eid_prefix", mp, _prefix)
-        ttl = r.get(mt, "ttl", mp, _int_range(0, 0xFFFFFFFF), DEFAULT_RECORD_TTL)
-        had_rlocs = "rlocs" in mt
-        rlocs: list[Rloc] = []
-        for rp, rt in r.tables(mt, "rlocs", mp):
-            addr = r.get(rt, "address", rp, _address)
-            prio = r.get(rt, "priority", rp, _int_range(0, 255), 1)
-            weight = r.get(rt, "weight", rp, _int_range(0, 255), 100)
-            local = r.get(rt, "local", rp, _bool, True)
-            r.done(rt, rp)
-            if None not in (addr, prio, weight, local):
-                rlocs.append(Rloc(addr, prio, weight, local))
-        if not had_rlocs:
-            r.error(f"{mp}.rlocs", "must list at least one RLOC ([[etr.mappings.rlocs]] or rlocs = [...])")
-        r.done(mt, mp)
-        if prefix is not None and rlocs:
-            mappings.append(EtrMappingEntry(prefix, tuple(rlocs), ttl))
-    interval = r.get(t, "register_interval", p, _int_range(1, 86400), DEFAULT_REGISTER_INTERVAL)
-    proxy = r.get(t, "proxy_reply", p, _bool, False)
-    alt_attached = r.get(t, "alt_attached", p, _bool, False)
-    r.done(t, p)
-    if enabled and not r.problems:
-        if not servers and not alt_attached:
-            r.error(f"{p}.map_servers", "an enabled ETR needs at least one [[etr.map_servers]] "
-                                        "(or alt_attached = true)")
+def _etr(m: EtrModel, present: bool, eid: EidSection, out: _Problems) -> EtrSection:
+    enabled = present if m.enabled is None else m.enabled
+    servers = tuple(MapServerRef(s.address, s.key, s.algorithm, s.auth_length) for s in m.map_servers)
+    mappings = tuple(
+        EtrMappingEntry(
+            e.eid_prefix, tuple(Rloc(r.address, r.priority, r.weight, r.local) for r in e.rlocs), e.ttl
+        )
+        for e in m.mappings
+    )
+    if enabled and not out:
+        if not servers and not m.alt_attached:
+            out.add("etr.map_servers", "an enabled ETR needs at least one [[etr.map_servers]] "
+                                       "(or alt_attached = true)")
         if not mappings:
-            r.error(f"{p}.mappings", "an enabled ETR needs at least one [[etr.mappings]]")
-    return EtrSection(enabled, tuple(servers), tuple(mappings), interval, proxy, bool(alt_attached))
-
-
-def _read_icmp(r: _Reader, doc: dict[str, Any]) -> IcmpLimits:
-    t = r.table(doc, "icmp", "")
-    p = "icmp"
-    d = IcmpLimits()
-    rate = r.get(t, "rate", p, _positive_float, d.rate)
-    burst = r.get(t, "burst", p, _int_range(1, 1_000_000), d.burst)
-    per_rate = r.get(t, "per_destination_rate", p, _positive_float, d.per_destination_rate)
-    per_burst = r.get(t, "per_destination_burst", p, _int_range(1, 1_000_000), d.per_destination_burst)
-    table = r.get(t, "max_destinations", p, _int_range(1, 10_000_000), d.max_destinations)
-    r.done(t, p)
-    return IcmpLimits(rate, burst, per_rate, per_burst, table)
+            out.add("etr.mappings", "an enabled ETR needs at least one [[etr.mappings]]")
+    if m.alt_attached and eid.accept:
+        # Announced into the ALT: outside the accepted space every ALT node would refuse it.
+        for i, e in enumerate(mappings):
+            if not eid.accepts(e.eid_prefix):
+                out.add(f"etr.mappings[{i}].eid_prefix",
+                        f"{e.eid_prefix} is outside the accepted EID space (eid.accept), "
+                        "which an ALT-attached ETR announces into")
+    return EtrSection(enabled, servers, mappings, m.register_interval, m.proxy_reply, m.alt_attached)
 
 
 def parse_config(text: str, source: str = "<string>") -> NodeConfig:
@@ -850,28 +587,31 @@ def parse_config(text: str, source: str = "<string>") -> NodeConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
-    r = _Reader()
-    node = _read_node(r, doc)
-    eid = _read_eid(r, doc)
-    peers = _read_peers(r, doc, node, eid)
-    exabgp = _read_exabgp(r, doc)
-    api = _read_api(r, doc)
-    mr = _read_map_resolver(r, doc)
-    ms = _read_map_server(r, doc, eid)
-    etr = _read_etr(r, doc)
-    if etr.alt_attached and eid.accept:
-        # Announced into the ALT: outside the accepted space every ALT node would refuse it.
-        for i, m in enumerate(etr.mappings):
-            if not eid.accepts(m.eid_prefix):
-                r.error(f"etr.mappings[{i}].eid_prefix",
-                        f"{m.eid_prefix} is outside the accepted EID space (eid.accept), "
-                        "which an ALT-attached ETR announces into")
-    icmp = _read_icmp(r, doc)
-    frr = _read_frr(r, doc)
-    r.done(doc, "")
-    if r.problems or node is None:
-        raise ConfigError(source, r.problems or ["[node] is incomplete"])
-    return NodeConfig(node, eid, peers, exabgp, api, mr, ms, etr, source, icmp=icmp, frr=frr)
+    out = _Problems()
+    sections = _validate(doc, out)
+    node = _get(sections, "node", NodeModel)
+    eid = _eid(_get(sections, "eid", EidModel), out)
+    peers = _peers(sections.get("peers") or [], node, eid, out)
+    exabgp = _get(sections, "exabgp", ExabgpModel)
+    frr = _get(sections, "frr", FrrModel)
+    api = _get(sections, "api", ApiModel)
+    mr = _get(sections, "map_resolver", MapResolverModel)
+    ms = _get(sections, "map_server", MapServerModel)
+    etr = _get(sections, "etr", EtrModel)
+    icmp = _get(sections, "icmp", IcmpModel)
+    api_section = _api(api, out) if api is not None else None
+    mr_section = _map_resolver(mr, "map_resolver" in doc) if mr is not None else None
+    ms_section = _map_server(ms, "map_server" in doc, eid, out) if ms is not None else None
+    etr_section = _etr(etr, "etr" in doc, eid, out) if etr is not None else None
+    if out or None in (node, exabgp, frr, api_section, mr_section, ms_section, etr_section, icmp):
+        raise ConfigError(source, out or ["[node] is incomplete"])
+    assert node is not None and exabgp is not None and frr is not None and icmp is not None
+    assert api_section and mr_section and ms_section and etr_section
+    return NodeConfig(
+        NodeSection(**dict(node)), eid, peers, ExabgpSection(exabgp.config, exabgp.binary), api_section,
+        mr_section, ms_section, etr_section, source, icmp=IcmpLimits(**dict(icmp)),
+        frr=FrrSection(**dict(frr)),
+    )
 
 
 def load_config(path: str | Path) -> NodeConfig:

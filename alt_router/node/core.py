@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address
 from typing import Any
 
 from alt_router.bgp import exabgp_api as api
@@ -37,6 +37,8 @@ from alt_router.rib import EventStream, Path, PeerInfo, Rib, RouteChange, Teardo
 from alt_router.rib.aggregate import AggregateChange, AggregateRoute, Aggregator
 from alt_router.rib.events import AggregateEvent, AggregateKind
 from alt_router.rib.rib import Output
+from alt_router.rib.table import TableError
+from alt_router.rib.table import as_prefix as table_as_prefix
 from alt_router.types import Prefix
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,11 @@ class NodeError(ValueError):
 
 
 def as_prefix(prefix: str | Prefix) -> Prefix:
-    if isinstance(prefix, IPv4Network | IPv6Network):
-        return prefix
+    """The RIB's prefix parser, with the node's error type (an API/control request's mistake)."""
     try:
-        return ip_network(prefix, strict=True)
-    except (TypeError, ValueError) as exc:
-        raise NodeError(f"not a prefix: {prefix!r} ({exc})") from None
+        return table_as_prefix(prefix)
+    except TableError as exc:
+        raise NodeError(str(exc)) from None
 
 
 def _family(prefix: Prefix) -> str:

@@ -15,6 +15,8 @@ The parts, one module each:
     node/state.py     the state directory's files (pidfile, status.json, announcements.json)
     node/view.py      the monitoring API's window onto the node
     bgp/supervisor.py ExaBGP as a supervised child, stopped without blocking the loop
+    node/frr_mode.py  [node] bgp = "frr": the node's own FRR instead of ExaBGP and the bridge,
+                      the kernel's ALT routes read into the RIB, session states polled from FRR
 
 Plug-in points for the mapping cores: ``hook`` is the GRE engine's inner-packet
 hook (the ALT datagram forwarder; it forces the userspace data path), and a
@@ -48,6 +50,7 @@ from alt_router.node.config import ApiSection, ConfigError, NodeConfig, load_con
 from alt_router.node.control import CONTROL_SOCKET, DEBUG_ENV, query, unix_server
 from alt_router.node.core import NodeCore, NodeError, as_prefix
 from alt_router.node.exabgp import BridgeLink, prepare_exabgp_config, write_exabgp_config
+from alt_router.node.frr_mode import FrrMode
 from alt_router.node.mapping import NodeMapping
 from alt_router.node.reload import ReloadPlan
 from alt_router.node.reload import plan as reload_plan
@@ -93,20 +96,26 @@ class Node:
         # its own hook; kernel GRE cannot run a hook, see docs/mapping.md.
         self.mapping: NodeMapping | None = None
         names = tunnel_names(config.peers)
-        fast_hook = None
+        fast_hook = events = None
+        # [node] bgp = "frr" (node/frr_mode.py): FRR speaks BGP and the kernel forwards.
+        self.frr: FrrMode | None = None
         if hook is None:
             self.mapping = NodeMapping(
                 config, self.core.rib, names,
-                announce=self.announce, withdraw=self.withdraw,
+                announce=self.announce, withdraw=self.withdraw, kernel_alt=config.node.bgp == "frr",
             )
             self.core.watch_aggregates(self.mapping.set_discard)
-            if config.node.tunnel_mode != "kernel":
+            if config.node.tunnel_mode != "kernel" and config.node.bgp != "frr":
                 self.hook, fast_hook = self.mapping.hook, self.mapping.fast_hook
+                events = self.mapping.dispatch  # the forwarder's Local/ICMP events, on the loop
         # The tunnels and their names (peer -> tunnel), the one record of them: a reload keeps
         # the names of the peers it keeps.
         self.gre = PeerTunnels(config.peers, config.node.tunnel_mode, self.hook, fast_hook,
-                               enabled=with_tunnels)
+                               events=events, enabled=with_tunnels)
         self.gre.names = names  # the very dict the mapping roles were given
+        if config.node.bgp == "frr":
+            self.frr = FrrMode(config, self.core.rib, names, clock=clock, backoff=backoff,
+                               with_tunnels=with_tunnels)
         self.exabgp_config = config.exabgp.config or self.state_dir / EXABGP_CONFIG
         argv = exabgp_argv or [config.exabgp.binary, str(self.exabgp_config)]
         self.supervisor = ExabgpSupervisor(
@@ -132,7 +141,8 @@ class Node:
         return self.gre.names
 
     def send(self, commands: list[str]) -> None:
-        self.bridge.send(commands)
+        if self.frr is None:  # FRR mode has no ExaBGP to command
+            self.bridge.send(commands)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -147,12 +157,16 @@ class Node:
                 for prefix in self.mapping.site_prefixes() & set(self.core.dynamic):
                     self.withdraw(prefix)
                 self.mapping.start(asyncio.get_running_loop(), self.gre.engine)
-            self._servers.append(await unix_server(self.state_dir / SOCKET_NAME, self.bridge.serve))
+            if self.frr is None:
+                self._servers.append(await unix_server(self.state_dir / SOCKET_NAME, self.bridge.serve))
             self._servers.append(await unix_server(
                 self.state_dir / CONTROL_SOCKET, functools.partial(control.serve, self.control)))
             await self._start_api()
-            await prepare_exabgp_config(self.config, self.state_dir, self.supervisor)
-            self.supervisor.start()
+            if self.frr is not None:
+                await self.frr.start(self.core.dynamic)
+            else:
+                await prepare_exabgp_config(self.config, self.state_dir, self.supervisor)
+                self.supervisor.start()
         except BaseException:
             await self.stop()
             raise
@@ -171,8 +185,11 @@ class Node:
         self._stop.set()
 
     async def stop(self) -> None:
-        """Clean stop: ExaBGP (Cease to every peer), sockets, tunnels, pidfiles."""
-        await self.supervisor.stop(grace=exabgp_stop_grace(len(self.core.rib)), wait=EXABGP_STOP_WAIT)
+        """Clean stop: ExaBGP or FRR (Cease to every peer), sockets, tunnels, pidfiles."""
+        if self.frr is not None:
+            await self.frr.stop()
+        else:
+            await self.supervisor.stop(grace=exabgp_stop_grace(len(self.core.rib)), wait=EXABGP_STOP_WAIT)
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -215,6 +232,8 @@ class Node:
         p = as_prefix(prefix)
         known = p in self.core.dynamic or p in self.core.static
         self.send(self.core.announce(p))
+        if self.frr is not None and p not in self.core.static:
+            self.frr.announce(p)
         state.save_announcements(self.state_dir, self.core.dynamic)
         return not known
 
@@ -222,6 +241,8 @@ class Node:
         """Stop originating ``prefix``; True if it was announced at run time before."""
         was = as_prefix(prefix) in self.core.dynamic
         self.send(self.core.withdraw(prefix))
+        if self.frr is not None:
+            self.frr.withdraw(as_prefix(prefix))
         state.save_announcements(self.state_dir, self.core.dynamic)
         return was
 
@@ -264,7 +285,10 @@ class Node:
         self.send(self.core.set_peers(applied, self.clock()))
         if todo.sites is not None and self.mapping is not None:
             self.mapping.set_sites(todo.sites)
-        if applied.exabgp.config is None:
+        if self.frr is not None:
+            self.core.static = frozenset(applied.eid.announce)
+            self.frr.reload(applied)
+        elif applied.exabgp.config is None:
             self.core.static = frozenset(applied.eid.announce)
             write_exabgp_config(self.config, self.state_dir)
         for name in todo.peers_removed:
@@ -316,6 +340,8 @@ class Node:
             "restarts": self.supervisor.restarts, "last_exit": self.supervisor.last_exit,
             "config": str(self.exabgp_config),
         }
+        if self.frr is not None:
+            snap["frr"] = self.frr.status()
         snap["bridge_connected"] = self.bridge.connected
         snap["dropped_commands"] = self.bridge.dropped_commands
         if self.tunnels is not None:

@@ -1,7 +1,7 @@
-"""The node's mapping roles at the asyncio edge: UDP 4342, the ALT forwarder hook, ICMP, timers.
+"""The node's mapping roles at the asyncio edge: UDP 4342, the ALT forwarder, ICMP, timers.
 
-Every ALT node forwards ALT datagrams: ``NodeMapping.hook`` is the userspace GRE
-engine's inner-packet hook, so a Map-Request arriving over one tunnel is
+Every ALT node forwards ALT datagrams: ``NodeMapping.hook`` (the forwarder's) is the
+userspace GRE engine's inner-packet hook, so a Map-Request arriving over one tunnel is
 decapsulated, routed on the ALT RIB and re-encapsulated into the next tunnel in
 one pass.  On top of that a node may run the Map-Resolver, the Map-Server and
 an ETR (``[map_resolver]``, ``[map_server]``, ``[etr]``); they share one UDP
@@ -15,11 +15,14 @@ gets a datagram:
     Map-Request, Map-Notify    -> ETR
 
 Anything else, or a message for a role the node does not run, is a counted
-drop.  The cores' actions are carried out here (docs/mapping.md): ``SendAlt``
-goes through ``AltForwarder.originate`` and then into the tunnel it picks (or
-to the Map-Server when the EID is ours), ``SendIp`` out of a raw socket over
-the underlay, ``Announce``/``Withdraw`` into BGP and the forwarder's local
-prefixes.  The ICMP errors the forwarder queues are sent after each batch.
+drop.  ``NodeMapping.dispatch`` is the one place where what the cores decided is
+carried out (docs/mapping.md), whether it came from a role or from the data path:
+``SendUdp`` from the role's socket; ``SendAlt`` into the tunnel the resolver's one
+route lookup picked (``SendAlt.route``), or to the local Map-Server when that was
+``LOCAL``; ``SendIp`` out of a raw socket over the underlay; ``Announce``/``Withdraw``
+into BGP and the forwarder's local prefixes; and the data path's events, handed over
+by the GRE engine on the event loop: ``Local(tunnel, packet)`` to the Map-Server or
+the ALT-attached ETR, ``Drop(reason, icmp=...)`` whose ICMP error goes out like ``SendIp``.
 """
 
 from __future__ import annotations
@@ -34,18 +37,27 @@ from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Protocol
 
-from alt_router.alt.forwarder import AltForwarder
-from alt_router.gre.config import TunnelConfig
-from alt_router.gre.dataplane import Drop, Forward, Local, Verdict
+from alt_router.alt.forwarder import LOCAL, AltForwarder
+from alt_router.gre.dataplane import Drop, FastHook, InnerHook, Local
 from alt_router.inet import InetError, parse_ip, parse_udp
 from alt_router.lisp import LISP_CONTROL_PORT, LispDecodeError, MapRequest, MessageType, decode
 from alt_router.logsummary import LogSummary
 from alt_router.mapping.actions import Action, Announce, SendAlt, SendIp, SendUdp, Withdraw
 from alt_router.mapping.etr import Etr, EtrMappingConfig, EtrRloc, MapServerTarget, initial_nonce
-from alt_router.mapping.map_resolver import MapResolver
+from alt_router.mapping.map_resolver import AltRoutes, MapResolver
 from alt_router.mapping.map_server import ALGORITHMS, MapServer, Registration, Site
 from alt_router.node.config import EtrSection, MapResolverSection, NodeConfig, SiteConfig
 from alt_router.node.etr_state import NonceStore, nonce_path
+from alt_router.node.kernel_alt import (
+    ANCILLARY_SIZE,
+    KernelAltSender,
+    KernelRoutes,
+    LocalRoutes,
+    destination_info,
+    enable_destination_info,
+    enable_forwarding,
+    local_datagram,
+)
 from alt_router.node.ms_state import MapServerNonceStore, nonce_table_path
 from alt_router.rib import Rib
 from alt_router.sockdrops import RX_BUFFER_OVERFLOW, socket_drops
@@ -67,12 +79,19 @@ EDGE_COUNTERS: Final = (
     "received", "sent", "send-error", "malformed", "no-role", "to-mr", "to-ms", "to-etr",
     "alt-sent", "alt-local", "alt-dropped", "icmp-sent", "icmp-send-error",
 )
+# FRR-integrated mode only: ALT datagrams the kernel could not route, or that could not be sent or
+# rebuilt (node/kernel_alt.py).
+KERNEL_ALT_COUNTERS: Final = ("alt-no-route", "alt-send-error", "alt-unbuildable")
 
 
 class TunnelSender(Protocol):
     """What the edge needs from the GRE data path: ``alt_router.gre.userspace.Engine`` is one."""
 
     def send(self, tunnel_name: str, inner_packet: bytes) -> None: ...
+
+
+Event = Action | Local | Drop
+"""What ``NodeMapping.dispatch`` carries out: a role's action or an event of the data path."""
 
 
 def router_addresses(config: NodeConfig) -> tuple[IPv4Address | None, IPv6Address | None]:
@@ -129,7 +148,7 @@ def etr_inputs(
 
 
 def map_resolver_from_config(
-    forwarder: AltForwarder, rib: Rib, section: MapResolverSection, config: NodeConfig, port: int
+    forwarder: AltRoutes, rib: Rib, section: MapResolverSection, config: NodeConfig, port: int
 ) -> MapResolver:
     return MapResolver(
         forwarder, lambda: (p.prefix for p in rib.routes()),
@@ -145,6 +164,13 @@ class NodeMapping:
 
     ``tunnels`` maps peer name to tunnel name.  ``announce``/``withdraw``
     originate a prefix in BGP (``Node.announce``/``Node.withdraw``).
+
+    ``kernel_alt`` (FRR-integrated mode, issue 10): the kernel forwards ALT datagrams.  There is
+    no ``forwarder`` and ``hook``/``fast_hook`` are None (the GRE engine is opened without a hook,
+    ``open_tunnels(..., hook=None)``); the Map-Resolver's lookup reads ``rib`` (which the node fills
+    from the kernel's table) and its datagrams go into the kernel's table through a raw socket;
+    the node's own prefixes get ``local`` routes, and ALT datagrams the kernel delivers to UDP 4342
+    become the same ``Local`` event (node/kernel_alt.py).
     """
 
     def __init__(
@@ -157,6 +183,7 @@ class NodeMapping:
         withdraw: Callable[[Prefix], object],
         port: int = LISP_CONTROL_PORT,
         clock: Callable[[], float] = time.monotonic,
+        kernel_alt: bool = False,
     ) -> None:
         self.config = config
         self.port = port
@@ -164,20 +191,32 @@ class NodeMapping:
         self._announce = announce
         self._withdraw = withdraw
         v4, v6 = router_addresses(config)
-        self.forwarder = AltForwarder.for_rib(
-            rib, tunnels, local_callback=self._on_local, router_v4=v4, router_v6=v6,
-            icmp_limits=config.icmp, clock=clock,
-        )
-        self._fw_hook = self.forwarder.hook
-        # The engine's fast_hook beside ``hook``: the forwarder's common case never drops, so
-        # never queues ICMP, and needs nothing of ``hook``'s wrapping.
-        self.fast_hook = self.forwarder.fast_forward
+        self.kernel_alt = kernel_alt
+        self.forwarder: AltForwarder | None = None
+        self.kernel_routes: KernelRoutes | None = None
+        self.kernel_sender: KernelAltSender | None = None
+        self.local_routes: LocalRoutes | None = None
+        # What the GRE engine is built with (node/tunnels.py, ``open_tunnels``): the forwarder
+        # decides, and its events come back to ``dispatch`` on the loop.
+        self.hook: InnerHook | None = None
+        self.fast_hook: FastHook | None = None
+        routes: AltRoutes
+        if kernel_alt:
+            routes = self.kernel_routes = KernelRoutes(rib, v4, v6)
+            self.kernel_sender = KernelAltSender()
+            self.local_routes = LocalRoutes()
+        else:
+            routes = self.forwarder = AltForwarder.for_rib(
+                rib, tunnels, router_v4=v4, router_v6=v6, icmp_limits=config.icmp, clock=clock,
+            )
+            self.hook = self.forwarder.hook
+            self.fast_hook = self.forwarder.fast_forward
         self.mr: MapResolver | None = None
         self.ms: MapServer | None = None
         self.ms_nonces: MapServerNonceStore | None = None
         self.etr: Etr | None = None
         if config.map_resolver.enabled:
-            self.mr = map_resolver_from_config(self.forwarder, rib, config.map_resolver, config, port)
+            self.mr = map_resolver_from_config(routes, rib, config.map_resolver, config, port)
         if config.map_server.enabled:
             section = config.map_server
             self.ms = MapServer(
@@ -188,7 +227,8 @@ class NodeMapping:
             )
             self.ms_nonces = MapServerNonceStore(nonce_table_path(config.node.state_dir))
             self.ms_nonces.load(self.ms, clock())
-            self.forwarder.set_served(self._ms_prefixes())  # no data-plane thread yet
+            if self.forwarder is not None:
+                self.forwarder.set_served(self._ms_prefixes())  # no data-plane thread yet
         self.nonce_store: NonceStore | None = None
         if config.etr.enabled:
             # RFC 9301 §5.6: Map-Register nonces keep increasing across restarts.
@@ -200,6 +240,8 @@ class NodeMapping:
                 last_nonce=initial_nonce(self.nonce_store.saved, time.time()),
             )
         self.counters: Counter[str] = Counter(dict.fromkeys(EDGE_COUNTERS, 0))
+        if kernel_alt:
+            self.counters.update(dict.fromkeys(KERNEL_ALT_COUNTERS, 0))
         self.drop_log = LogSummary(DROP_LOG_INTERVAL, DROP_LOG_SOURCES)
         self._drop_flush_at: float | None = None
         self.tunnel_sender: TunnelSender | None = None
@@ -209,7 +251,6 @@ class NodeMapping:
         self._texts: dict[IPAddress, str] = {}  # an address -> its text, for sendto
         self._raw: dict[int, socket.socket | None] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._icmp_pending = False
 
     @property
     def roles(self) -> list[str]:
@@ -224,12 +265,14 @@ class NodeMapping:
 
     def set_tunnels(self, tunnels: Mapping[str, str]) -> None:
         """Peers added or removed by a config reload: the forwarder's peer-to-tunnel map."""
-        self._in_dataplane(self.forwarder.set_tunnels, tunnels)
+        if self.forwarder is not None:
+            self._in_dataplane(self.forwarder.set_tunnels, tunnels)
 
     def set_discard(self, prefixes: Iterable[Prefix]) -> None:
         """The node's active aggregates changed (``NodeCore.watch_aggregates``): holes in them
         are no route for the forwarder (RFC 6836 §7.1, ``AltForwarder.set_discard``)."""
-        self._in_dataplane(self.forwarder.set_discard, list(prefixes))
+        if self.forwarder is not None:
+            self._in_dataplane(self.forwarder.set_discard, list(prefixes))
 
     def _in_dataplane(self, fn: Callable[..., object], *args: object) -> None:
         """Run a change to the forwarder where its packet decisions run, and wait for it.
@@ -264,7 +307,23 @@ class NodeMapping:
         return [*self.ms.aggregates(), *(p for site in self.ms.sites.values() for p in site.prefixes)]
 
     def _serve_ms_prefixes(self) -> None:
-        self._in_dataplane(self.forwarder.set_served, self._ms_prefixes())
+        if self.forwarder is not None:
+            self._in_dataplane(self.forwarder.set_served, self._ms_prefixes())
+        else:
+            self._sync_kernel_local()
+
+    def _sync_kernel_local(self) -> None:
+        """FRR-integrated mode: the node's own prefixes, for the resolver and as kernel ``local`` routes.
+
+        The Map-Server's aggregates and sites (as ``_serve_ms_prefixes``) and the ALT-attached
+        ETR's EID-prefixes.  The routes are installed once the node runs (``start``).
+        """
+        if self.kernel_routes is None or self.local_routes is None:
+            return
+        prefixes = [*self._ms_prefixes(), *self.alt_attached_prefixes()]
+        self.kernel_routes.set_local(prefixes)
+        if self._loop is not None:
+            self.local_routes.set(prefixes)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -272,7 +331,10 @@ class NodeMapping:
         """Open the role sockets (if any role runs), announce ``always_announce`` sites, arm timers."""
         self._loop = loop
         self.tunnel_sender = tunnel_sender
-        if tunnel_sender is None and self.config.peers:
+        if self.kernel_alt:
+            enable_forwarding()
+            self._sync_kernel_local()
+        elif tunnel_sender is None and self.config.peers:
             log.warning("ALT datagrams are not forwarded by this process: the tunnels are not userspace "
                         "(see docs/mapping.md, kernel GRE mode)")
         if self.roles:
@@ -284,7 +346,8 @@ class NodeMapping:
         for prefix in self.alt_attached_prefixes():
             # RFC 6836 §4: an ETR attached to the ALT originates its own EID-prefixes there (a
             # run-time origination, so an [[eid.aggregates]] covering them sees a contributor).
-            self._in_dataplane(self.forwarder.add_local, prefix)
+            if self.forwarder is not None:
+                self._in_dataplane(self.forwarder.add_local, prefix)
             self._announce(prefix)
             log.info("announcing %s into the ALT (ALT-attached ETR)", prefix)
         self._reschedule()
@@ -311,6 +374,10 @@ class NodeMapping:
             if raw is not None:
                 raw.close()
         self._raw.clear()
+        if self.local_routes is not None and self._loop is not None:
+            self.local_routes.clear()
+        if self.kernel_sender is not None:
+            self.kernel_sender.close()
         self.tunnel_sender = None
 
     def _open_sockets(self) -> None:
@@ -334,31 +401,18 @@ class NodeMapping:
                 # An IPv4 node without IPv6 (or the reverse) still serves the other family.
                 log.warning("cannot listen on [%s]:%d: %s", host, self.port, exc)
                 continue
+            if self.kernel_alt:
+                # ALT datagrams to our EIDs arrive here too (local routes): their destination says so.
+                enable_destination_info(sock)
             sock.setblocking(False)
             self._udp[version] = sock
             self._loop.add_reader(sock.fileno(), self._on_readable, sock)
         if not self._udp:
             raise OSError(f"no UDP socket on port {self.port}")
 
-    # --- the GRE hook ------------------------------------------------------------------------
+    # --- ALT datagrams for this node ------------------------------------------------------------
 
-    def hook(self, tunnel: TunnelConfig, packet: bytes) -> Verdict:
-        """The GRE engine's inner hook: the forwarder's decision, plus sending any ICMP it queued."""
-        verdict = self._fw_hook(tunnel, packet)
-        if verdict.__class__ is Drop and not self._icmp_pending:
-            self._schedule_icmp_flush()
-        return verdict
-
-    def _schedule_icmp_flush(self) -> None:
-        # Only a drop queues an ICMP error; send them once the engine's batch is done, on the
-        # loop (thread-safe: the hook runs on the GRE data-plane thread; the forwarder's queue
-        # is bounded while the loop is busy).
-        if self._loop is not None and not self._loop.is_closed():
-            self._icmp_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                self._loop.call_soon_threadsafe(self._flush_icmp)
-
-    def _on_local(self, tunnel: str, packet: bytes) -> None:
+    def _local(self, packet: bytes) -> None:
         """An ALT datagram for one of our local (Map-Server or ALT-attached ETR) prefixes."""
         self.counters["alt-local"] += 1
         if self.etr is not None and self.config.etr.alt_attached and self._to_attached_etr(packet):
@@ -402,9 +456,14 @@ class NodeMapping:
     # --- UDP 4342 ----------------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
+        kernel = self.kernel_routes
+        ancdata: list[tuple[int, int, bytes]] = []
         for _ in range(BATCH):
             try:
-                data, peer = sock.recvfrom(RECV_SIZE)
+                if kernel is None:
+                    data, peer = sock.recvfrom(RECV_SIZE)
+                else:
+                    data, ancdata, _flags, peer = sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -426,8 +485,23 @@ class NodeMapping:
                 if len(self._peers) >= PEER_CACHE:
                     self._peers.clear()
                 known = self._peers[peer] = (src, peer[1])
+            if kernel is not None:
+                dst, ttl = destination_info(ancdata)
+                if dst is not None and kernel.is_local(dst):
+                    self._kernel_local(data, known[0], known[1], dst, ttl)
+                    continue
             self.receive(data, known[0], known[1])
         self._reschedule()
+
+    def _kernel_local(self, data: bytes, src: IPAddress, sport: int, dst: IPAddress, ttl: int | None) -> None:
+        """FRR-integrated mode: an ALT datagram the kernel delivered to one of our EIDs."""
+        self.counters["received"] += 1
+        event = local_datagram(data, src, sport, dst, dport=self.port, ttl=ttl)
+        if event is None:
+            self.counters["alt-unbuildable"] += 1
+            self._note_drop("alt-unbuildable", src, f"ALT datagram to {dst} cannot be rebuilt")
+            return
+        self.dispatch(event)
 
     def receive(self, data: bytes, src: IPAddress, sport: int) -> None:
         """One datagram received on port 4342 from ``src``:``sport``."""
@@ -488,23 +562,36 @@ class NodeMapping:
 
     # --- carrying out the cores' actions -------------------------------------------------------
 
-    def execute(self, actions: Iterable[Action]) -> None:
+    def execute(self, actions: Iterable[Event]) -> None:
         for action in actions:
-            if isinstance(action, SendUdp):
-                self._send_udp(action)
-            elif isinstance(action, SendAlt):
-                self._send_alt(action.packet)
-            elif isinstance(action, SendIp):
-                self._send_ip(action.packet)
-            elif isinstance(action, Announce):
-                self._in_dataplane(self.forwarder.add_local, action.prefix)
-                self._announce(action.prefix)
-                log.info("announcing %s (Map-Server site registered)", action.prefix)
-            elif isinstance(action, Withdraw):
-                self._in_dataplane(self.forwarder.remove_local, action.prefix)
-                self._withdraw(action.prefix)
-                log.info("withdrawing %s (no live registration)", action.prefix)
-        self._flush_icmp()
+            self.dispatch(action)
+
+    def dispatch(self, event: Event) -> None:
+        """Carry out one decision: a role's action, or an event the GRE engine handed over.
+
+        The one place both kinds end (``Engine(events=node_mapping.dispatch)``), on the loop.
+        """
+        if isinstance(event, SendUdp):
+            self._send_udp(event)
+        elif isinstance(event, SendAlt):
+            self._send_alt(event)
+        elif isinstance(event, Local):
+            self._local(event.packet)
+        elif isinstance(event, SendIp):
+            self._send_ip(event.packet)
+        elif isinstance(event, Drop):
+            if event.icmp is not None:
+                self._send_ip(event.icmp)
+        elif isinstance(event, Announce):
+            if self.forwarder is not None:
+                self._in_dataplane(self.forwarder.add_local, event.prefix)
+            self._announce(event.prefix)
+            log.info("announcing %s (Map-Server site registered)", event.prefix)
+        elif isinstance(event, Withdraw):
+            if self.forwarder is not None:
+                self._in_dataplane(self.forwarder.remove_local, event.prefix)
+            self._withdraw(event.prefix)
+            log.info("withdrawing %s (no live registration)", event.prefix)
 
     def _send_udp(self, action: SendUdp) -> None:
         sock = self._udp.get(_family(action.dst))
@@ -525,40 +612,23 @@ class NodeMapping:
             return
         self.counters["sent"] += 1
 
-    def _send_alt(self, packet: bytes) -> None:
-        sender = self.tunnel_sender
-        if getattr(sender, "threaded", False):
-            # The forwarder decides on the data-plane thread only (see _in_dataplane); a full
-            # command queue loses the datagram, as a full socket buffer would.
-            if not sender.post(self._originate, packet, sender):  # type: ignore[union-attr]
-                self.counters["alt-dropped"] += 1
+    def _send_alt(self, action: SendAlt) -> None:
+        """The resolver's ALT datagram, where its route lookup said: no second lookup here."""
+        if action.route == LOCAL:
+            self.dispatch(Local("", action.packet))
             return
-        self._originate(packet, sender)
-
-    def _originate(self, packet: bytes, sender: TunnelSender | None) -> None:
-        # ``sender`` as it was when the datagram was queued: ``stop`` may have cleared ours since.
-        verdict = self.forwarder.originate(packet)
-        if isinstance(verdict, Forward):
-            if sender is None:
-                self.counters["alt-dropped"] += 1
-                return
-            self.counters["alt-sent"] += 1
-            sender.send(verdict.tunnel, verdict.packet)
-        elif isinstance(verdict, Local):
-            to_loop = getattr(sender, "to_loop", None)
-            if to_loop is None:
-                verdict.callback("", packet)
-            elif not to_loop(verdict.callback, "", packet):
-                self.counters["alt-dropped"] += 1
-        else:
+        if self.kernel_sender is not None:
+            # FRR-integrated mode: the kernel's table routes it (alt-sent, alt-no-route, alt-send-error).
+            self.counters[self.kernel_sender.send(action.packet)] += 1
+            return
+        sender = self.tunnel_sender
+        if sender is None:
             self.counters["alt-dropped"] += 1
-            if not self._icmp_pending:
-                self._schedule_icmp_flush()
-
-    def _flush_icmp(self) -> None:
-        self._icmp_pending = False
-        for action in self.forwarder.take_icmp():
-            self._send_ip(action.packet)
+            return
+        # From the loop the engine queues it for its data-plane thread (a full queue drops it,
+        # counted there as send-queue-full, as a full socket buffer would).
+        self.counters["alt-sent"] += 1
+        sender.send(action.route, action.packet)
 
     def _send_ip(self, packet: bytes) -> None:
         """A whole IP packet (ICMP error) over the underlay, from a raw socket that includes the header."""
@@ -667,9 +737,14 @@ class NodeMapping:
         out: dict[str, Any] = {
             "roles": self.roles,
             "edge": self.edge_counters(),
-            "forwarder": self.forwarder.stats(),
-            "local_prefixes": [str(p) for p in self.forwarder.local_prefixes()],
         }
+        if self.forwarder is not None:
+            out["forwarder"] = self.forwarder.stats()
+            out["local_prefixes"] = [str(p) for p in self.forwarder.local_prefixes()]
+        if self.kernel_routes is not None and self.local_routes is not None:
+            out["local_prefixes"] = [str(p) for p in self.kernel_routes.local_prefixes()]
+            out["kernel_alt"] = {"local_routes": sorted(map(str, self.local_routes.installed)),
+                                 "local_route_errors": self.local_routes.errors}
         if self.mr is not None:
             out["map_resolver"] = dict(self.mr.counters)
         if self.ms is not None:

@@ -4,7 +4,7 @@ Tunnel names come from here only.  A peer's tunnel is named when the node starts
 (``tunnel_names``) or when a reload adds the peer (``names_for_added``), and the node keeps that
 record (``Node.tunnel_names``) for the rest of its life: the engine, the forwarder and the
 monitoring API all read it, so after a reload that removes a peer the API cannot show a name the
-engine does not use (issue 13).
+engine does not use (issue 13).  ``open_tunnels`` is the one function that wires the data path.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import FastHook, InnerHook
 from alt_router.gre.tunnel import Tunnels, make_tunnels
-from alt_router.gre.userspace import Engine
+from alt_router.gre.userspace import Engine, EventSink
 from alt_router.node.config import NodeConfig, PeerConfig
 
 # The GRE data-plane thread (docs/architecture.md, "Data-plane thread") needs the GIL back after
@@ -71,21 +71,29 @@ def tunnel_configs(config: NodeConfig) -> list[TunnelConfig]:
 
 
 def open_tunnels(
-    configs: Sequence[TunnelConfig], mode: str, hook: InnerHook | None, fast_hook: FastHook | None,
+    configs: Sequence[TunnelConfig], mode: str, hook: InnerHook | None = None,
+    *, fast_hook: FastHook | None = None, events: EventSink | None = None,
 ) -> Tunnels:
-    """Make and open the tunnels; a userspace engine gets ``fast_hook`` and its data-plane thread.
+    """Make and open the tunnels, and start a userspace engine's data-plane thread.
+
+    The one place the data path is wired: a userspace engine is built with ``hook`` (the ALT
+    forwarder's decision on each decapsulated packet), ``fast_hook`` (its common case) and
+    ``events`` (the node's dispatcher, which gets the hook's ``Local`` and ICMP-carrying
+    ``Drop`` verdicts on the event loop); none is replaced later.  ``hook=None`` (FRR-integrated
+    mode, ``NodeMapping(kernel_alt=True)``): no hook at all, every decapsulated packet is
+    written to its TUN and the kernel routes it; the engine still does the GRE encapsulation
+    and decapsulation in userspace where the kernel has no GRE (``mode`` "auto" picks kernel
+    GRE where it has).
 
     The data-plane thread is its own, not the event loop's: BGP crosses these tunnels, and its
     keepalives must not wait for a loop busy with a Map-Register flood or slow API clients.
     Local deliveries come back to the running loop through the engine's bounded hand-off.
     Without a running loop (a reload driven by a test) the engine is left for the caller to poll.
     """
-    tunnels = make_tunnels(configs, mode, hook)
+    tunnels = make_tunnels(configs, mode, hook, fast_hook=fast_hook, events=events)
     # Netlink work runs in a helper thread inside open(); fine to call from the loop.
     tunnels.open()
     if isinstance(tunnels, Engine):
-        if fast_hook is not None:
-            tunnels.dataplane.fast_hook = fast_hook
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -99,17 +107,19 @@ class PeerTunnels:
     """A node's GRE tunnels, one per peer, and their names: the one record of both.
 
     ``names`` (peer name -> tunnel name) is what the engine, the forwarder and the API use.
+    ``hook``, ``fast_hook`` and ``events`` are what ``open_tunnels`` builds an engine with.
     With ``enabled`` false (a node run without tunnels, in tests) only the names are kept.
     """
 
     def __init__(
         self, peers: Sequence[PeerConfig], mode: str, hook: InnerHook | None, fast_hook: FastHook | None,
-        *, enabled: bool = True,
+        *, events: EventSink | None = None, enabled: bool = True,
     ) -> None:
         self.names = tunnel_names(peers)
         self.mode = mode
         self.hook = hook
         self.fast_hook = fast_hook
+        self.events = events
         self.enabled = enabled
         self.running: Tunnels | None = None
 
@@ -121,7 +131,8 @@ class PeerTunnels:
     def open(self, peers: Sequence[PeerConfig]) -> None:
         if self.enabled and peers:
             configs = [tunnel_config(p, self.names[p.name]) for p in peers]
-            self.running = open_tunnels(configs, self.mode, self.hook, self.fast_hook)
+            self.running = open_tunnels(configs, self.mode, self.hook, fast_hook=self.fast_hook,
+                                        events=self.events)
 
     def add(self, added: Sequence[PeerConfig], index: Mapping[str, int]) -> None:
         """Make and name the tunnels of peers a reload adds (``index``: their place in the new
@@ -139,7 +150,8 @@ class PeerTunnels:
                     self.engine.add_tunnel(config)
                 else:
                     # The node had no peer, so no engine yet: start one as open() does.
-                    self.running = open_tunnels([config], self.mode, self.hook, self.fast_hook)
+                    self.running = open_tunnels([config], self.mode, self.hook, fast_hook=self.fast_hook,
+                                                events=self.events)
                 made.append(names[peer.name])
         except BaseException:
             for name in made:

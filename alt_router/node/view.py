@@ -49,7 +49,7 @@ class ViewedNode(Protocol):
 # components' own).  Anything else that looks like a drop (see ``is_drop``) is one too.
 DROPS: Mapping[str, frozenset[str]] = {
     "edge": frozenset({"no-role", "malformed", "send-error", "recv-error", "rx-buffer-overflow",
-                       "alt-dropped", "icmp-send-error"}),
+                       "alt-dropped", "icmp-send-error", "alt-no-route", "alt-unbuildable"}),
     "forwarder": frozenset({"no-tunnel", "malformed", "not-alt", "no-route", "loop", "ttl-expired",
                             "no-local-handler", "icmp-suppressed"}),
     "map_server": frozenset({"malformed", "unexpected", "dropped:probe", "unsupported-eid", "no-itr-rloc",
@@ -226,6 +226,17 @@ class DaemonView:
             )
         return out
 
+    async def lookup_detail(self, found: JsonDict) -> JsonDict:
+        """FRR mode: the route's AS paths from FRR, on demand (the kernel table has no BGP attributes)."""
+        frr = getattr(self.node, "frr", None)
+        if frr is None:
+            return found
+        detail = await frr.lookup_detail(as_prefix(found["prefix"]))
+        paths = detail.get("as_paths")
+        if paths and isinstance(found.get("route"), dict):
+            found["route"]["as_path"] = paths[0]
+        return {**found, **detail}
+
     def lookup(self, eid: str) -> JsonDict | None:
         found = rib_lookup(self.rib, eid)
         if found is not None:
@@ -271,11 +282,18 @@ class DaemonView:
         mapping = self.node.mapping
         if mapping is not None:
             sources.append(("edge", mapping.edge_counters))
-            sources.append(("forwarder", lambda: _forwarder_counters(mapping.forwarder.stats())))
+            forwarder = mapping.forwarder  # None in FRR-integrated mode (the kernel forwards)
+            if forwarder is not None:
+                sources.append(("forwarder", lambda: _forwarder_counters(forwarder.stats())))
             for component, core in (("map_resolver", mapping.mr), ("map_server", mapping.ms),
                                     ("etr", mapping.etr)):
                 if core is not None:
                     sources.append((component, _counter_source(core)))
+        frr = getattr(self.node, "frr", None)
+        if frr is not None:
+            sources.append(("frr", frr.flat_counters))
+            if frr.kernel_routes is not None:
+                sources.append(("kernel_rib", frr.kernel_routes.counters))
         for component, read in sources:
             out[component] = shape_counters(component, read())
         if self.node.tunnels is not None:

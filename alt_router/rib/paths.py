@@ -101,7 +101,7 @@ NO_ATTRIBUTES = Attributes()
 
 
 @dataclass(frozen=True, slots=True)
-class Announce:
+class AnnouncedRoute:
     """One announced prefix with the attributes it came with."""
 
     prefix: Prefix
@@ -125,10 +125,12 @@ class Batch:
     attributes: Attributes
     prefixes: tuple[str, ...]
 
-    def announcements(self) -> list[Announce]:
+    def announcements(self) -> list[AnnouncedRoute]:
         a = self.attributes
-        return [Announce(ip_network(p), self.next_hop, a.as_path, a.as_set, a.origin, a.med, a.communities)
-                for p in self.prefixes]
+        return [
+            AnnouncedRoute(ip_network(p), self.next_hop, a.as_path, a.as_set, a.origin, a.med, a.communities)
+            for p in self.prefixes
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ class Update:
     """
 
     peer: str
-    announce: tuple[Announce, ...] = ()
+    announce: tuple[AnnouncedRoute, ...] = ()
     withdraw: tuple[Prefix, ...] = ()
     batches: tuple[Batch, ...] = ()
     withdraw_keys: tuple[str, ...] = ()

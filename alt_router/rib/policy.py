@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from alt_router.rib.paths import Announce, Attributes, PeerInfo
+from alt_router.rib.paths import AnnouncedRoute, Attributes, PeerInfo
 from alt_router.rib.table import DualTable
 from alt_router.types import IPAddress, Prefix
 
@@ -114,7 +114,7 @@ class ImportPolicy:
             return session
         return peer
 
-    def check(self, ann: Announce, session: PeerInfo | None = None) -> DropReason | None:
+    def check(self, ann: AnnouncedRoute, session: PeerInfo | None = None) -> DropReason | None:
         if self.local_asn in ann.as_path or self.local_asn in ann.as_set:
             return DropReason.OWN_ASN
         if not self.accepts_prefix(ann.prefix):

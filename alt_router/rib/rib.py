@@ -237,6 +237,41 @@ class Rib:
         """End of Route Refresh (RFC 7313 EoRR): sweep like End-of-RIB."""
         return self.end_of_rib(peer, afi)
 
+    def apply_kernel(self, changes: Iterable[tuple[str, Path | None]]) -> int:
+        """FRR mode: make the Loc-RIB what the kernel's ALT table holds (``rib/kernel_routes.py``).
+
+        Each ``(key, path)`` sets the best path of canonical prefix ``key``; ``(key, None)`` removes
+        it.  bgpd applied the import policy and zebra chose the paths, so no Adj-RIB-In, filter or
+        best-path step runs: the table is written and a RouteChange published per real change,
+        which is all that lookups, /v1/routes and the event stream read.  A path equal to the one
+        held (a resynchronising dump) changes nothing and keeps its ``learned_at``.  Returns the
+        number of changes.
+        """
+        v4, v6 = self._loc.v4, self._loc.v6
+        best4, best6 = self._best_v4, self._best_v6
+        publish = self._publish_quiet
+        n = 0
+        for key, new in changes:
+            v6_key = ":" in key
+            found = (best6 if v6_key else best4)(key)
+            old = found if found is not None and found.key == key else None
+            if new is None:
+                if old is None:
+                    continue
+                (v6 if v6_key else v4).delete_key(key)
+                publish(RouteChange("withdraw", key, old, None))
+            elif old is None:
+                (v6 if v6_key else v4).set_key(key, new, new=True)
+                publish(RouteChange("add", key, None, new))
+            elif old == new:
+                continue
+            else:
+                (v6 if v6_key else v4).set_key(key, new, new=False)
+                publish(RouteChange("change", key, old, new))
+            n += 1
+        self.stats["kernel-changes"] += n
+        return n
+
     # --- queries -------------------------------------------------------------
 
     def lookup(self, address: str | IPAddress) -> Path | None:

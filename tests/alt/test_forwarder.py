@@ -1,4 +1,4 @@
-"""The ALT datagram forwarder: bytes in, verdicts (and queued ICMP errors) out."""
+"""The ALT datagram forwarder: bytes in, verdicts out (RFC 6836 §3.3: LPM, TTL; ICMP errors in the Drop)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alt_router.alt import LOCAL, AltForwarder
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import Dataplane, Deliver, Drop, Forward, Local, SendUnderlay
 from alt_router.inet import checksum, ipv4_header, parse_ip, parse_udp, udp_packet
-from alt_router.rib import Announce, PeerInfo, Rib, Update
+from alt_router.rib import AnnouncedRoute, PeerInfo, Rib, Update
 from alt_router.rib.paths import Path
 
 ITR = IPv4Address("192.0.2.7")
@@ -42,14 +42,15 @@ class FakeRoutes:
         return max(found, key=lambda p: p.prefix.prefixlen, default=None)
 
 
-def received(tunnel: str, packet: bytes) -> None:
-    raise AssertionError("the callback is only handed over, never called by the forwarder")
+def dropped(verdict: object) -> str | None:
+    """The drop reason of a verdict (None: not a drop), whatever ICMP error it carries."""
+    return verdict.reason if isinstance(verdict, Drop) else None
 
 
 def forwarder(routes: dict[str, str] | None = None, **kwargs: object) -> AltForwarder:
     table = FakeRoutes(routes if routes is not None else {"10.0.0.0/8": "b", "10.1.0.0/16": "c",
                                                           "2001:db8::/32": "b"})
-    kw: dict[str, object] = {"router_v4": ROUTER4, "router_v6": ROUTER6, "local_callback": received}
+    kw: dict[str, object] = {"router_v4": ROUTER4, "router_v6": ROUTER6}
     kw.update(kwargs)
     return AltForwarder(table, {"b": "gre-b", "c": "gre-c"}, **kw)  # type: ignore[arg-type]
 
@@ -77,63 +78,57 @@ def test_ipv6_hop_limit_decremented() -> None:
     assert verdict.packet[:7] == packet[:7] and verdict.packet[8:] == packet[8:]
 
 
-def test_ttl_expiry_drops_and_queues_time_exceeded_to_the_source() -> None:
+def test_ttl_expiry_drops_with_time_exceeded_to_the_source() -> None:
+    """RFC 1812 §5.3.1: TTL expired in transit, ICMP Time Exceeded to the source (in the verdict)."""
     fw = forwarder()
     packet = alt_datagram("10.1.2.3", ttl=1)
     verdict = fw.forward(packet, "gre-b")
-    assert verdict == Drop("ttl-expired")
-    assert fw.counters["ttl-expired"] == 1
-    (icmp,) = fw.take_icmp()
-    ip = parse_ip(icmp.packet)
+    assert isinstance(verdict, Drop) and verdict.reason == "ttl-expired" and verdict.icmp is not None
+    assert fw.counters["ttl-expired"] == 1 and fw.counters["icmp-queued"] == 1
+    ip = parse_ip(verdict.icmp)
     assert (ip.src, ip.dst, ip.proto) == (ROUTER4, ITR, 1)
     assert ip.payload[0] == 11 and checksum(ip.payload) == 0
     assert ip.payload[8:] == packet  # the whole (short) offending packet is quoted
-    assert fw.take_icmp() == []
 
 
 def test_ttl_expiry_ipv6_sends_icmpv6_time_exceeded() -> None:
     fw = forwarder()
-    assert fw.forward(alt_datagram("2001:db8::5", ttl=1, src="2001:db8:ffff::1"), None) == Drop("ttl-expired")
-    (icmp,) = fw.take_icmp()
-    ip = parse_ip(icmp.packet)
+    verdict = fw.forward(alt_datagram("2001:db8::5", ttl=1, src="2001:db8:ffff::1"), "gre-x")
+    assert isinstance(verdict, Drop) and verdict.reason == "ttl-expired" and verdict.icmp is not None
+    ip = parse_ip(verdict.icmp)
     assert ip.proto == 58 and ip.payload[0] == 3 and ip.src == ROUTER6
 
 
 def test_no_route_drops_with_unreachable() -> None:
     fw = forwarder()
-    assert fw.forward(alt_datagram("172.16.0.1"), "gre-b") == Drop("no-route")
+    verdict = fw.forward(alt_datagram("172.16.0.1"), "gre-b")
+    assert isinstance(verdict, Drop) and verdict.reason == "no-route" and verdict.icmp is not None
     assert fw.counters["no-route"] == 1
-    (icmp,) = fw.take_icmp()
-    assert parse_ip(icmp.packet).payload[:2] == b"\x03\x00"
+    assert parse_ip(verdict.icmp).payload[:2] == b"\x03\x00"  # RFC 1812 §5.2.7.1: net unreachable
 
 
 def test_no_router_address_suppresses_icmp() -> None:
     fw = forwarder(router_v4=None)
-    fw.forward(alt_datagram("172.16.0.1"), "gre-b")
-    assert fw.take_icmp() == [] and fw.counters["icmp-suppressed"] == 1
+    assert fw.forward(alt_datagram("172.16.0.1"), "gre-b") == Drop("no-route", None)
+    assert fw.counters["icmp-suppressed"] == 1
 
 
 def test_next_hop_back_out_of_the_incoming_tunnel_is_a_loop() -> None:
     fw = forwarder()
-    assert fw.forward(alt_datagram("10.9.9.9"), "gre-b") == Drop("loop")
+    assert dropped(fw.forward(alt_datagram("10.9.9.9"), "gre-b")) == "loop"
     assert fw.counters["loop"] == 1 and fw.counters["forwarded"] == 0
 
 
 def test_local_prefix_is_delivered_locally_until_removed() -> None:
     fw = forwarder(local_prefixes=[ip_network("10.1.2.0/24")])
-    verdict = fw.forward(alt_datagram("10.1.2.3"), "gre-b")
-    assert isinstance(verdict, Local) and verdict.callback is received
+    packet = alt_datagram("10.1.2.3")
+    assert fw.forward(packet, "gre-b") == Local("gre-b", packet)  # an event: where from, and what
     assert fw.route(IPv4Address("10.1.2.3")) == LOCAL
     fw.remove_local(ip_network("10.1.2.0/24"))
     verdict = fw.forward(alt_datagram("10.1.2.3"), "gre-b")
     assert isinstance(verdict, Forward) and verdict.tunnel == "gre-c"
     fw.add_local(ip_network("10.1.2.0/24"))
     assert isinstance(fw.forward(alt_datagram("10.1.2.3"), "gre-b"), Local)
-
-
-def test_local_without_handler_is_a_counted_drop() -> None:
-    fw = forwarder(local_callback=None, local_prefixes=[ip_network("10.1.2.0/24")])
-    assert fw.forward(alt_datagram("10.1.2.3"), None) == Drop("no-local-handler")
 
 
 def test_non_alt_packets_go_to_the_kernel() -> None:
@@ -152,7 +147,7 @@ def test_malformed_packets_are_counted_drops() -> None:
     good = alt_datagram("10.1.2.3")
     for bad in (b"", b"\x50" + bytes(30), good[:12], b"\x46" + good[1:20], good[:2] + b"\xff\xff" + good[4:],
                 b"\x60" + bytes(20)):
-        assert fw.forward(bad, "gre-b") == Drop("malformed"), bad
+        assert dropped(fw.forward(bad, "gre-b")) == "malformed", bad
     assert fw.counters["malformed"] == 6
 
 
@@ -171,25 +166,26 @@ def test_incremental_checksum_matches_recomputation(ttl: int, ident: int, tos: i
     fw = forwarder()
     body = struct.pack("!HHHH", 1, 4342, 8 + len(PAYLOAD), 0) + PAYLOAD
     packet = ipv4_header(ITR, IPv4Address(dst), 17, len(body), ttl=ttl, ident=ident, tos=tos) + body
-    verdict = fw.forward(packet, None)
+    verdict = fw.forward(packet, "gre-x")
     assert isinstance(verdict, Forward)
     header = verdict.packet[:20]
     assert checksum(header) == 0
     assert header[8] == ttl - 1
 
 
-def test_originate_keeps_ttl_and_refuses_ttl_zero() -> None:
-    fw = forwarder()
-    packet = alt_datagram("10.1.2.3", ttl=1)
-    assert fw.originate(packet) == Forward("gre-c", packet)
-    assert fw.counters["originated"] == 1
-    assert fw.originate(alt_datagram("10.1.2.3", ttl=0)) == Drop("ttl-expired")
-    assert fw.take_icmp() == []
+def test_route_is_the_resolvers_one_lookup_and_changes_nothing() -> None:
+    """Issue 13: the Map-Resolver's lookup is the datagram's only one; it reads, never counts or caches."""
+    fw = forwarder({"10.0.0.0/8": "b", "10.1.0.0/16": "c", "172.16.0.0/12": "z"})
+    assert fw.route(IPv4Address("10.1.2.3")) == "gre-c"
+    assert fw.route(IPv4Address("192.168.0.1")) is None
+    assert fw.route(IPv4Address("172.16.0.1")) is None  # peer without a tunnel
+    assert all(n == 0 for n in fw.counters.values()) and fw.stats()["cache"] == 0
 
 
 def test_route_via_unknown_peer_counts_no_tunnel() -> None:
     fw = forwarder({"10.0.0.0/8": "z"})
-    assert fw.forward(alt_datagram("10.1.2.3"), None) == Drop("no-route")
+    verdict = fw.forward(alt_datagram("10.1.2.3"), "gre-x")
+    assert isinstance(verdict, Drop) and verdict.reason == "no-route"
     assert fw.counters["no-tunnel"] == 1
 
 
@@ -209,15 +205,15 @@ def _rib() -> Rib:
 def test_cache_follows_rib_changes() -> None:
     rib = _rib()
     fw = AltForwarder.for_rib(rib, {"b": "gre-b", "c": "gre-c"}, router_v4=ROUTER4)
-    assert fw.forward(alt_datagram("10.1.2.3"), None) == Drop("no-route")
-    rib.apply(Update("b", announce=(Announce(ip_network("10.1.0.0/16"), B, (65002,)),)))
-    v = fw.forward(alt_datagram("10.1.2.3"), None)
+    assert dropped(fw.forward(alt_datagram("10.1.2.3"), "gre-x")) == "no-route"
+    rib.apply(Update("b", announce=(AnnouncedRoute(ip_network("10.1.0.0/16"), B, (65002,)),)))
+    v = fw.forward(alt_datagram("10.1.2.3"), "gre-x")
     assert isinstance(v, Forward) and v.tunnel == "gre-b"
-    rib.apply(Update("c", announce=(Announce(ip_network("10.1.2.0/24"), C, (65003,)),)))
-    v = fw.forward(alt_datagram("10.1.2.3"), None)
+    rib.apply(Update("c", announce=(AnnouncedRoute(ip_network("10.1.2.0/24"), C, (65003,)),)))
+    v = fw.forward(alt_datagram("10.1.2.3"), "gre-x")
     assert isinstance(v, Forward) and v.tunnel == "gre-c"
     rib.apply(Update("c", withdraw=(ip_network("10.1.2.0/24"),)))
-    v = fw.forward(alt_datagram("10.1.2.3"), None)
+    v = fw.forward(alt_datagram("10.1.2.3"), "gre-x")
     assert isinstance(v, Forward) and v.tunnel == "gre-b"
 
 

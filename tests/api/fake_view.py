@@ -7,7 +7,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 
 from alt_router.api.view import JsonDict, peer_dicts, rib_lookup
-from alt_router.rib import Announce, EventStream, PeerInfo, Rib, Update
+from alt_router.rib import AnnouncedRoute, EventStream, PeerInfo, Rib, Update
 from alt_router.rib.table import as_prefix
 
 LOCAL_AS = 65001
@@ -49,7 +49,7 @@ class FakeNodeView:
 
     def learn(self, peer: str, *prefixes: str, as_path: tuple[int, ...] = ()) -> None:
         asn = next(p.asn for p in PEERS if p.name == peer)
-        anns = tuple(Announce(ip_network(p), NEXT_HOP[peer], as_path or (asn,)) for p in prefixes)
+        anns = tuple(AnnouncedRoute(ip_network(p), NEXT_HOP[peer], as_path or (asn,)) for p in prefixes)
         self.rib.apply(Update(peer, anns), self.now)
 
     def unlearn(self, peer: str, *prefixes: str) -> None:

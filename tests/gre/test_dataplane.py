@@ -13,7 +13,6 @@ from alt_router.gre import dataplane as dp
 from alt_router.gre import header as gre
 from alt_router.gre.config import TunnelConfig
 from alt_router.gre.dataplane import (
-    CallLocal,
     Dataplane,
     Deliver,
     Drop,
@@ -23,7 +22,7 @@ from alt_router.gre.dataplane import (
     Verdict,
     WriteTun,
 )
-from alt_router.gre.userspace import LOCAL_QUEUE_FULL, Engine, Handoff
+from alt_router.gre.userspace import ICMP_QUEUE_FULL, LOCAL_QUEUE_FULL, NO_LOCAL_HANDLER, Engine, Handoff
 from alt_router.inet import PROTO_GRE, PROTO_UDP, ipv4_header, parse_ip, udp_packet
 
 A4, B4, C4 = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2"), IPv4Address("192.0.2.3")
@@ -212,12 +211,18 @@ def test_hook_drop_and_unknown_forward_target_are_counted() -> None:
     assert m.counters["left"].drops == {dp.UNKNOWN_TUNNEL: 1}
 
 
-def test_hook_local_returns_the_callback_for_the_edge() -> None:
-    def app(name: str, packet: bytes) -> None:
-        raise AssertionError("the core must not call it itself")
+def test_hook_local_verdict_comes_back_as_the_event_it_is() -> None:
+    # Issue 13, "events, not callbacks": the verdict names the tunnel and the packet, nothing to call.
+    m = middle(lambda t, p: Local(t.name, p))
+    assert only(m.receive(B4, A4, wire_from_a())) == Local("left", INNER4)
+    assert m.counters["left"].rx_packets == 1 and m.counters["left"].drops == {}
 
-    m = middle(lambda t, p: Local(app))
-    assert only(m.receive(B4, A4, wire_from_a())) == CallLocal(app, "left", INNER4)
+
+def test_hook_drop_with_an_icmp_error_is_counted_and_passed_on() -> None:
+    # RFC 1812 §4.3.2 / RFC 4443 §3: the error travels with the verdict, for the node to send.
+    m = middle(lambda t, p: Drop("no-route", icmp=b"icmp-error"))
+    assert only(m.receive(B4, A4, wire_from_a())) == Drop("no-route", b"icmp-error")
+    assert m.counters["left"].drops == {"no-route": 1}
 
 
 def test_a_failing_hook_drops_the_packet_not_the_loop() -> None:
@@ -338,11 +343,16 @@ def test_handoff_never_blocks_a_producer_thread_while_the_loop_is_stalled() -> N
     assert stats["dropped"] == 4900 and stats["queued"] == 100
 
 
+# What the threaded engine hands to the loop, with the thread each event arrived on.
+events_seen: list[tuple[dp.Event, int]] = []
+
+
 @pytest.fixture
 def threaded_engine() -> Iterator[tuple[Engine, asyncio.AbstractEventLoop]]:
     """An engine without tunnels (no TUN, no raw socket) serving from its data-plane thread."""
     loop = asyncio.new_event_loop()
-    engine = Engine([])
+    events_seen.clear()
+    engine = Engine([], events=lambda event: events_seen.append((event, threading.get_ident())))
     engine.open()
     engine.start(loop)
     try:
@@ -372,17 +382,13 @@ def test_engine_hands_local_deliveries_to_the_loop_thread(
     threaded_engine: tuple[Engine, asyncio.AbstractEventLoop],
 ) -> None:
     engine, loop = threaded_engine
-    seen: list[tuple[str, bytes, int]] = []
-
-    def local(tunnel: str, packet: bytes) -> None:
-        seen.append((tunnel, packet, threading.get_ident()))
-
-    engine.call(engine._execute, [CallLocal(local, "t", b"pkt")])
-    assert seen == []  # not run on the data-plane thread: queued for the loop
+    engine.call(engine._execute, [Local("t", b"pkt"), Drop("no-route", b"icmp")])
+    assert events_seen == []  # not run on the data-plane thread: queued for the loop
     loop.run_until_complete(asyncio.sleep(0.05))
-    assert seen == [("t", b"pkt", threading.get_ident())]
+    me = threading.get_ident()
+    assert events_seen == [(Local("t", b"pkt"), me), (Drop("no-route", b"icmp"), me)]
     stats = engine.stats()
-    assert stats["dataplane_thread"] is True and stats["handoff"]["queued"] == 1  # type: ignore[index]
+    assert stats["dataplane_thread"] is True and stats["handoff"]["queued"] == 2  # type: ignore[index]
 
 
 def test_engine_counts_local_deliveries_refused_by_a_full_handoff(
@@ -390,6 +396,13 @@ def test_engine_counts_local_deliveries_refused_by_a_full_handoff(
 ) -> None:
     engine, loop = threaded_engine
     engine.handoff = Handoff(loop.call_soon_threadsafe, capacity=2)
-    engine.call(engine._execute, [CallLocal(lambda t, p: None, "t", b"x") for _ in range(5)])
-    assert engine.handoff.dropped == 3
-    assert engine.stats()["unmatched"]["drops"] == {LOCAL_QUEUE_FULL: 3}  # type: ignore[index]
+    engine.call(engine._execute, [Local("t", b"x") for _ in range(5)] + [Drop("no-route", b"icmp")])
+    assert engine.handoff.dropped == 4
+    drops = engine.stats()["unmatched"]["drops"]
+    assert drops == {LOCAL_QUEUE_FULL: 3, ICMP_QUEUE_FULL: 1}  # type: ignore[comparison-overlap]
+
+
+def test_engine_without_an_event_sink_counts_local_verdicts() -> None:
+    engine = Engine([])
+    engine._execute([Local("t", b"x"), Drop("no-route", b"icmp")])
+    assert engine.stats()["unmatched"]["drops"] == {NO_LOCAL_HANDLER: 1}  # type: ignore[index]

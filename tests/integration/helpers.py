@@ -1,5 +1,6 @@
 """The integration tests' harness: ``[alt]`` topologies from ``topologies/``, ``alt-router run`` in a
-lab host, status polls that compare JSON subsets."""
+lab host, the topology's routers and ETRs started as ``alt-router lab up`` starts them, status polls
+that compare JSON subsets."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import json
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alt_router.lab import Lab, ProcessHandle, json_mismatch, json_subset, wait_until
-from alt_router.lab.alt_runner import LabDir
+from alt_router.lab import netns as nl
+from alt_router.lab.alt_runner import ROUTER_SYSCTLS, LabDir, router_tunnel_addresses
 from alt_router.lab.alt_topology import AltTopology
+from alt_router.lab.daemons import Bird, FrrBgpd, start_bird, start_frr
 from alt_router.lab.processes import run_in_netns
 from alt_router.lab.topology import netns_name
 from alt_router.node.daemon import query
@@ -183,3 +187,62 @@ class RunningNode:
         if out.exists():
             parts.append(f"--- {out} ---\n" + "\n".join(out.read_text(errors="replace").splitlines()[-20:]))
         return "\n".join(parts)
+
+
+@dataclass
+class LabAlt:
+    """Everything of an ``[alt]`` topology running in a ``Lab``: nodes, routers' daemons, ETRs."""
+
+    lab: Lab
+    alt: AltTopology
+    nodes: dict[str, RunningNode]
+    frr: dict[str, FrrBgpd] = field(default_factory=dict)
+    bird: dict[str, Bird] = field(default_factory=dict)
+    etrs: dict[str, ProcessHandle] = field(default_factory=dict)
+
+    def diag(self) -> str:
+        return "\n".join(f"=== {h}\n{n.diag()}" for h, n in self.nodes.items())
+
+
+def start_alt(lab: Lab, alt: AltTopology, workdir: Path) -> LabAlt:
+    """Start ``alt`` in ``lab`` the way ``alt-router lab up`` does (alt_runner._build), from the
+    topology alone: the routers' tunnels, every node, the routers' daemons (FRR with zebra, BIRD
+    exporting into the kernel), then the ``[alt.etrs]`` ETRs.  Returns once each process is up;
+    what BGP and the ETRs then do is for the test to wait for.
+    """
+    tunnels: dict[str, list[ProcessHandle]] = {}
+    for router in alt.routers:
+        # Transits forward ALT datagrams by their kernel table (RFC 6836 §3).
+        nl.set_sysctls(lab.netns(router.host), ROUTER_SYSCTLS)
+        tunnels[router.host] = [lab.spawn(router.host, alt.tunnel_argv(ends), name=f"tunnel-{ends.remote}")
+                                for ends in alt.tunnels_of(router.host)]
+    nodes = {n.host: RunningNode(lab, alt, n.host, workdir).start() for n in alt.nodes}
+    started = LabAlt(lab, alt, nodes)
+    for router in alt.routers:
+        _wait_tunnels(lab, alt, router.host, tunnels[router.host])
+        if router.daemon == "frr":
+            started.frr[router.host] = start_frr(
+                lab, router.host, asn=router.asn, router_id=str(router.router_id), peers=[],
+                config=alt.frr_config(router.host), zebra=True)
+        else:
+            started.bird[router.host] = start_bird(
+                lab, router.host, asn=router.asn, router_id=str(router.router_id), peers=[],
+                config=alt.bird_config(router.host))
+    for etr in alt.etrs:
+        started.etrs[etr.host] = lab.spawn(etr.host, alt.etr_argv(etr), name="etr")
+    return started
+
+
+def _wait_tunnels(lab: Lab, alt: AltTopology, host: str, procs: list[ProcessHandle]) -> None:
+    """Until router ``host``'s TUNs have their inner addresses: zebra started while an address is
+    being added can miss it for good (alt_runner._wait_tunnel_addresses)."""
+    wanted = router_tunnel_addresses(alt, host)
+
+    def ready() -> bool:
+        if not all(p.running() for p in procs):
+            raise AssertionError("\n".join(p.log_tail() for p in procs if not p.running()))
+        shown = lab.exec(host, ["ip", "-o", "addr", "show"]).stdout
+        return all(f" {a}/" in shown for a in wanted)
+
+    wait_until(ready, 30, what=f"the tunnels of {host} with addresses {sorted(wanted)}",
+               on_timeout=lambda: "\n".join(p.log_tail() for p in procs))

@@ -7,10 +7,12 @@ registered the EID, and the ETR answers the ITR directly.
                            |   f (FRR bgpd + zebra, kernel forwarding) ===GRE
                            +-- redundant path t1 - f - ms
 
-Six alt_router nodes (t1, t2 top level; mr, c1 under t1; ms, c2 under t2) plus FRR on f, every
-host on one underlay segment (topologies/alt_e2e.toml).  t1 prefers t2 (lower router-id, equal
-AS_PATH length) until t2 is killed, then the ALT datagrams cross FRR's kernel.  One lab for the
-module; the tests run in order, tshark captures until the capture test, and the last test kills t2.
+Six alt_router nodes (t1, t2 top level; mr, c1 under t1; ms, c2 under t2) plus FRR on f and the
+ETRs e1, e2, every host on one underlay segment: all of it from topologies/alt_e2e.toml, started
+as ``alt-router lab up`` starts it, so the tests only wait and assert.  t1 prefers t2 (lower
+router-id, equal AS_PATH length) until t2 is killed, then the ALT datagrams cross FRR's kernel.
+One lab for the module; the tests run in order, tshark captures until the capture test, and the
+last test kills t2.
 """
 
 from __future__ import annotations
@@ -30,12 +32,11 @@ from typing import Any
 import pytest
 
 from alt_router.lab import Lab, ProcessHandle, wait_until
-from alt_router.lab.daemons import FrrBgpd, start_frr
 from alt_router.lab.netns import netns_pids
 from alt_router.lab.processes import spawn_in_netns
 from alt_router.lab.topology import segment_netns_name
 from tests.conftest import require_tool
-from tests.integration.helpers import RunningNode, address_names, alt_topology
+from tests.integration.helpers import LabAlt, RunningNode, address_names, alt_topology, start_alt
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -43,19 +44,14 @@ PY = sys.executable
 # Underlay addresses, as in topologies/alt_e2e.toml.
 U = {"mr": "10.60.0.1", "t1": "10.60.0.2", "t2": "10.60.0.3", "c1": "10.60.0.4", "ms": "10.60.0.5",
      "c2": "10.60.0.6", "f": "10.60.0.7", "itr": "10.60.0.10", "e1": "10.60.0.21", "e2": "10.60.0.22"}
-SITE_KEY = "e2e-site-key"
 SITE = ("153.24.1.0/24", "153.24.2.0/24", "2001:db8:24::/48")
 
 
-@dataclass
-class E2eAlt:
-    """The module's lab: its nodes (RunningNode), FRR, the ETRs and the underlay capture."""
+@dataclass(kw_only=True)
+class E2eAlt(LabAlt):
+    """The module's lab (nodes, FRR on f, the ETRs), the underlay capture and who has which address."""
 
-    lab: Lab
     names: dict[str, str]
-    nodes: dict[str, RunningNode]
-    frr: FrrBgpd
-    etrs: dict[str, ProcessHandle]
     capture: ProcessHandle
     pcap: Path
 
@@ -69,18 +65,12 @@ class E2eAlt:
         return proc.returncode, doc
 
     def counters(self) -> dict[str, dict[str, int]]:
-        return {h: n.status()["mapping"]["forwarder"]["counters"] for h, n in self.nodes.items()}
+        # The edge's alt-sent counts the Map-Resolver's datagrams (its one route lookup, issue 13).
+        return {h: {**(m := n.status()["mapping"])["edge"], **m["forwarder"]["counters"]}
+                for h, n in self.nodes.items()}
 
     def diag(self) -> str:
         return "\n".join(f"=== {h}\n{n.diag()}" for h, n in self.nodes.items() if h != "c1")
-
-
-def _etr(lab: Lab, host: str, eids: tuple[str, ...], *extra: str) -> ProcessHandle:
-    argv = [PY, "-m", "alt_router.cli", "etr", "--map-server", U["ms"], "--key", SITE_KEY,
-            "--rloc", f"{U[host]},1,100", "--listen", U[host], "--interval", "20", *extra]
-    for eid in eids:
-        argv += ["--eid", eid]
-    return lab.spawn(host, argv, name="etr", env={"PYTHONUNBUFFERED": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -102,23 +92,10 @@ def alt(lab_names: Callable[[str], str], tmp_path_factory: pytest.TempPathFactor
         lab.add_cleanup(lambda: capture.stop(grace=2))
         wait_until(lambda: "Capturing on" in capture.read_log() or not capture.running(), 20,
                    what="tshark capturing", on_timeout=capture.log_tail)
-        # FRR on f: its tunnels and bgpd.conf are the ones `alt-router lab up` makes for a router.
-        tunnels = [lab.spawn("f", topology.tunnel_argv(ends), name=f"tunnel-{ends.remote}")
-                   for ends in topology.tunnels_of("f")]
-        inner = [ends.inner4_local for ends in topology.tunnels_of("f")]
-        wait_until(lambda: all(f" {a} " in lab.exec("f", ["ip", "-o", "-4", "addr"]).stdout for a in inner)
-                   or not all(t.running() for t in tunnels), 15,
-                   what="FRR's tunnels", on_timeout=lambda: "\n".join(t.log_tail() for t in tunnels))
-        assert all(t.running() for t in tunnels), "\n".join(t.log_tail() for t in tunnels)
-        nodes = {n.host: RunningNode(lab, topology, n.host, workdir).start() for n in topology.nodes}
-        f = topology.router("f")
-        frr = start_frr(lab, "f", asn=f.asn, router_id=str(f.router_id), peers=[],
-                        config=topology.frr_config("f"), zebra=True)
-        etrs = {
-            "e1": _etr(lab, "e1", SITE),
-            "e2": _etr(lab, "e2", ("153.24.2.0/24",), "--proxy-reply"),
-        }
-        alt = E2eAlt(lab, address_names(topology), nodes, frr, etrs, capture, pcap)
+        # Captured from before the first Map-Register: test_tshark_decodes_every_message needs it.
+        started = start_alt(lab, topology, workdir)
+        alt = E2eAlt(**vars(started), names=address_names(topology), capture=capture, pcap=pcap)
+        nodes, frr = alt.nodes, alt.frr["f"]
         # Converged: the MR reaches the site, t1 knows both ways there, FRR's kernel has the route.
         nodes["mr"].wait_routes([*SITE, "153.17.0.0/16", "153.25.0.0/16", "2001:db8:25::/48"], timeout=60)
         wait_until(lambda: _peer_received(nodes["t1"], "f") > 0
@@ -147,22 +124,23 @@ def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], 
 
 def test_etrs_register_with_the_map_server(alt: E2eAlt) -> None:
     ms = alt.nodes["ms"]
-    regs = ms.query({"cmd": "registrations"})["registrations"]
-    by_prefix: dict[str, set[str]] = {}
-    for r in regs:
-        by_prefix.setdefault(r["prefix"], set()).add(r["etr"])
-    # Two ETRs registered one site prefix; the other prefixes came from e1 alone.
-    assert by_prefix["153.24.2.0/24"] == {U["e1"], U["e2"]}, regs
-    assert by_prefix["153.24.1.0/24"] == {U["e1"]} and by_prefix["2001:db8:24::/48"] == {U["e1"]}
-    assert any(r["proxy_reply"] for r in regs if r["etr"] == U["e2"])
+    # Two ETRs registered one site prefix, e2 with the P bit (RFC 9301 §5.6); the other prefixes
+    # came from e1 alone.
+    e1, e2 = U["e1"], U["e2"]
+    doc = ms.wait_json({"registrations": [
+        {"prefix": "153.24.1.0/24", "etr": e1}, {"prefix": "2001:db8:24::/48", "etr": e1},
+        {"prefix": "153.24.2.0/24", "etr": e1}, {"prefix": "153.24.2.0/24", "etr": e2, "proxy_reply": True},
+    ]}, request={"cmd": "registrations"}, what="ms holding every registration")
+    assert len(doc["registrations"]) == 4, doc
+    wait_until(lambda: (c := ms.status()["mapping"]["map_server"])["registered"] >= 2
+               and c["map-notify"] >= 2, 10, what="ms counting the registrations", on_timeout=ms.diag)
     counters = ms.status()["mapping"]["map_server"]
-    assert counters["registered"] >= 2 and counters["map-notify"] >= 2
     assert not [k for k in counters if k.startswith("refused:")], counters
     for proc in alt.etrs.values():
         wait_until(lambda p=proc: "registered with Map-Server" in p.read_log(), 10,  # type: ignore[misc]
                    what="Map-Notify accepted by the ETR", on_timeout=proc.log_tail)
     # The site is announced while registered, and it is a local prefix of ms's forwarder.
-    assert set(SITE) <= set(ms.status()["mapping"]["local_prefixes"])
+    ms.wait_json({"mapping": {"local_prefixes": list(SITE)}}, 10, what="the site local on ms")
 
 
 def test_lig_ipv4_eid_through_the_hierarchy(alt: E2eAlt) -> None:
@@ -176,7 +154,7 @@ def test_lig_ipv4_eid_through_the_hierarchy(alt: E2eAlt) -> None:
     assert [loc["address"] for loc in record["locators"]] == [U["e1"]]
     after = alt.counters()
     # The path: the MR originated it, t1 and t2 forwarded it, ms took it locally; c1/c2 saw nothing.
-    assert _delta(before, after, "originated")["mr"] == 1
+    assert _delta(before, after, "alt-sent")["mr"] == 1
     forwarded = _delta(before, after, "forwarded")
     assert forwarded["t1"] == 1 and forwarded["t2"] == 1 and forwarded["c1"] == forwarded["c2"] == 0
     assert _delta(before, after, "local")["ms"] == 1
@@ -192,7 +170,7 @@ def test_lig_ipv6_eid_through_the_hierarchy(alt: E2eAlt) -> None:
     record = reply["records"][0]
     assert record["eid_prefix"] == "2001:db8:24::/48" and record["authoritative"] is True
     after = alt.counters()
-    assert _delta(before, after, "originated")["mr"] == 1
+    assert _delta(before, after, "alt-sent")["mr"] == 1
     forwarded = _delta(before, after, "forwarded")
     assert forwarded["t1"] == 1 and forwarded["t2"] == 1
     assert _delta(before, after, "local")["ms"] == 1

@@ -17,11 +17,10 @@ from ipaddress import IPv4Address, ip_network
 
 import pytest
 
-from alt_router.alt import AltForwarder
+from alt_router.alt import LOCAL, AltForwarder
 from alt_router.cli import build_parser, main
 from alt_router.commands.etr import build as build_etr
 from alt_router.commands.etr import state_dir
-from alt_router.gre.dataplane import Local
 from alt_router.inet import address
 from alt_router.lisp import ECM, HMAC_SHA_256_128, EidRecord, MapRequest
 from alt_router.mapping.actions import Action, Announce, SendAlt, SendIp, SendUdp, Withdraw
@@ -50,7 +49,7 @@ class Stub(threading.Thread):
         self.ms_sock.bind(("127.0.0.1", 0))
         self.mr_port = self.mr_sock.getsockname()[1]
         self.ms_port = self.ms_sock.getsockname()[1]
-        self.fw = AltForwarder(NoRoutes(), {}, local_callback=lambda _t, _p: None, router_v4=LO)
+        self.fw = AltForwarder(NoRoutes(), {}, router_v4=LO)
         self.mr = MapResolver(self.fw, list, port=self.mr_port)
         # The etr listens on an ephemeral loopback port, not 4342, and its RLOCs are not
         # 127.0.0.1: only the NAT setting (notify_to = "source-port") reaches it there.
@@ -65,8 +64,7 @@ class Stub(threading.Thread):
             if isinstance(a, SendUdp):
                 socks[a.sport].sendto(a.payload, (str(a.dst), a.dport))
             elif isinstance(a, SendAlt):
-                verdict = self.fw.originate(a.packet)
-                if isinstance(verdict, Local):
+                if a.route == LOCAL:
                     self.apply(self.ms.handle_alt(a.packet, time.monotonic()))
             elif isinstance(a, SendIp):
                 send_ip(a.packet)

@@ -16,7 +16,7 @@ from alt_router.node.config import ConfigError, parse_config
 from alt_router.node.core import NodeCore
 from alt_router.node.mapping import NodeMapping, site_from_config
 from alt_router.node.ms_state import MapServerNonceStore, nonce_table_path
-from alt_router.rib import Announce as Route
+from alt_router.rib import AnnouncedRoute as Route
 from alt_router.rib import Update
 from tests.mapping import peer_vectors as pv
 

@@ -8,13 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alt_router.gre.dataplane import Drop, Local
 from alt_router.lisp import ECM, EidRecord, MapRequest
 from alt_router.mapping.actions import Announce, SendAlt, Withdraw
 from alt_router.mapping.etr import Etr
 from alt_router.node.config import parse_config
 from alt_router.node.core import NodeCore
 from alt_router.node.mapping import NodeMapping, etr_inputs, role_for
-from alt_router.rib import Announce as Route
+from alt_router.rib import AnnouncedRoute as Route
 from alt_router.rib import Update
 
 KEY = "unit-key"
@@ -107,7 +108,8 @@ def test_an_ecm_for_a_routed_eid_goes_into_the_tunnel_the_rib_picks(
     [(tunnel, packet)] = tunnels.sent
     assert tunnel == "alt-b"
     assert packet[16:20] == IPv4Address("153.17.2.3").packed and packet[8] == 63  # TTL - 1 at the MR
-    assert mapping.forwarder.counters["originated"] == 1
+    # Issue 13: one route lookup per datagram, the resolver's; the forwarder was not asked again.
+    assert mapping.forwarder.counters["forwarded"] == 0 and mapping.forwarder.stats()["cache"] == 0
 
 
 def test_registration_announces_the_site_and_takes_its_alt_datagrams_locally(
@@ -150,12 +152,26 @@ def test_announce_action_is_idempotent_for_the_forwarder(
     assert mapping.forwarder.local_prefixes() == [prefix] and len(rec.announced) == 2
 
 
-def test_an_unroutable_alt_datagram_from_the_resolver_is_dropped_not_raised(
+def test_a_resolver_datagram_goes_where_its_lookup_said_without_a_second_one(
     node: tuple[NodeMapping, FakeTunnels, Recorder],
 ) -> None:
     mapping, tunnels, _ = node
-    mapping.execute([SendAlt(b"\x45" + bytes(30))])
-    assert tunnels.sent == [] and mapping.counters["alt-dropped"] == 1
+    mapping.execute([SendAlt(b"\x45" + bytes(30), "alt-x")])  # garbage, and a tunnel the RIB never named
+    assert tunnels.sent == [("alt-x", b"\x45" + bytes(30))] and mapping.counters["alt-sent"] == 1
+
+
+def test_data_path_events_are_dispatched_in_the_one_place(
+    node: tuple[NodeMapping, FakeTunnels, Recorder],
+) -> None:
+    """A Local verdict reaches the Map-Server; a Drop's ICMP error is sent (RFC 1812 §4.3.2)."""
+    mapping, _, _ = node
+    mapping.dispatch(Local("alt-b", b"\x45" + bytes(30)))
+    assert mapping.counters["alt-local"] == 1 and mapping.ms is not None
+    assert mapping.ms.counters["malformed"] == 1
+    mapping.dispatch(Drop("no-route"))
+    assert mapping.counters["icmp-sent"] + mapping.counters["icmp-send-error"] == 0
+    mapping.dispatch(Drop("no-route", icmp=b"\x00"))
+    assert mapping.counters["icmp-send-error"] == 1
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, ip_address, ip_network
 import pytest
 
 from alt_router.rib import (
-    Announce,
+    AnnouncedRoute,
     DropReason,
     PeerDown,
     PeerInfo,
@@ -27,9 +27,9 @@ PEERS = [
 NH = {"b": ip_address("10.255.1.2"), "c": ip_address("10.255.2.2"), "d": ip_address("10.255.0.6")}
 
 
-def ann(prefix: str, peer: str, path: tuple[int, ...] = (), next_hop: str | None = None) -> Announce:
+def ann(prefix: str, peer: str, path: tuple[int, ...] = (), next_hop: str | None = None) -> AnnouncedRoute:
     nh = ip_address(next_hop) if next_hop else NH[peer]
-    return Announce(ip_network(prefix), nh, path or (PEERS_ASN[peer],))
+    return AnnouncedRoute(ip_network(prefix), nh, path or (PEERS_ASN[peer],))
 
 
 PEERS_ASN = {p.name: p.asn for p in PEERS}
@@ -82,7 +82,7 @@ def test_best_path_shortest_as_path_wins() -> None:
 
 def test_as_set_counts_as_one() -> None:
     rib = make_rib("b", "c")
-    aset = Announce(ip_network("153.18.0.0/16"), NH["b"], (65002,), as_set=(1, 2, 3, 4))
+    aset = AnnouncedRoute(ip_network("153.18.0.0/16"), NH["b"], (65002,), as_set=(1, 2, 3, 4))
     rib.apply(Update("b", (aset,)))
     rib.apply(Update("c", (ann("153.18.0.0/16", "c", (65003, 65010, 65011)),)))
     assert rib.get("153.18.0.0/16").peer == "b"  # type: ignore[union-attr]
@@ -116,7 +116,7 @@ def test_own_asn_is_dropped_and_counted() -> None:
     out = rib.apply(Update("b", (ann("153.16.0.0/16", "b", (65002, LOCAL_AS)),)))
     assert out == [] and rib.lookup("153.16.0.1") is None
     assert rib.drops.get("b", DropReason.OWN_ASN) == 1
-    own_in_set = Announce(ip_network("153.17.0.0/16"), NH["b"], (65002,), as_set=(LOCAL_AS,))
+    own_in_set = AnnouncedRoute(ip_network("153.17.0.0/16"), NH["b"], (65002,), as_set=(LOCAL_AS,))
     rib.apply(Update("b", (own_in_set,)))
     assert rib.drops.get("b", DropReason.OWN_ASN) == 2
     assert rib.drops.as_dict() == {"b": {"own-asn": 2}}
@@ -247,7 +247,9 @@ def test_bulk_load_and_withdraw(n: int) -> None:
     peers = [PeerInfo("b", 65002, (ip_address("10.255.1.2"),), max_prefix=n)]
     rib = Rib(LOCAL_AS, [ip_network("153.0.0.0/8")], peers)
     rib.peer_up("b", 0.0)
-    anns = tuple(Announce(ip_network(((153 << 24) + (i << 8), 24)), NH["b"], (65002,)) for i in range(n))
+    anns = tuple(
+        AnnouncedRoute(ip_network(((153 << 24) + (i << 8), 24)), NH["b"], (65002,)) for i in range(n)
+    )
     rib.apply(Update("b", anns))
     assert len(rib) == n
     rib.peer_down("b", "done", 1.0)

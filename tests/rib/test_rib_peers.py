@@ -6,15 +6,24 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from alt_router.rib import Announce, DropReason, PeerDown, PeerInfo, Rib, RouteChange, TeardownPeer, Update
+from alt_router.rib import (
+    AnnouncedRoute,
+    DropReason,
+    PeerDown,
+    PeerInfo,
+    Rib,
+    RouteChange,
+    TeardownPeer,
+    Update,
+)
 
 B = PeerInfo("b", 65002, (ip_address("10.255.1.2"),), max_prefix=100)
 C = PeerInfo("c", 65003, (ip_address("10.255.2.2"),), max_prefix=100)
 ACCEPT = [ip_network("153.16.0.0/12")]
 
 
-def ann(prefix: str, peer: PeerInfo, path: tuple[int, ...] = ()) -> Announce:
-    return Announce(ip_network(prefix), peer.addresses[0], path or (peer.asn,))
+def ann(prefix: str, peer: PeerInfo, path: tuple[int, ...] = ()) -> AnnouncedRoute:
+    return AnnouncedRoute(ip_network(prefix), peer.addresses[0], path or (peer.asn,))
 
 
 def test_an_added_peer_is_known_by_address_and_its_routes_are_accepted() -> None:
@@ -46,7 +55,7 @@ def test_removing_a_peer_withdraws_its_routes_and_falls_back_to_another_path() -
     assert rib.peer("c") is None and rib.peer_name_for("10.255.2.2") is None
     assert [s.info.name for s in rib.peers()] == ["b"]
     # A route naming the removed peer's address as next hop is now a counted drop, not a crash.
-    rib.apply(Update("b", (Announce(ip_network("153.16.5.0/24"), C.addresses[0], (65002,)),)), 4.0)
+    rib.apply(Update("b", (AnnouncedRoute(ip_network("153.16.5.0/24"), C.addresses[0], (65002,)),)), 4.0)
     assert rib.get("153.16.5.0/24") is None
     assert rib.drops.get("b", DropReason.UNKNOWN_NEXT_HOP) == 1
     assert rib.remove_peer("c", 5.0) == []
