@@ -375,7 +375,7 @@ FRR_HOP_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
 FRR_ROUTE = ["ip", "route", "replace", "153.16.0.0/16", "via", "10.255.2.2", "dev", "alt-r", "proto", "bgp"]
 
 
-def start_frr_node(lab: Lab, tmp: Path) -> ProcessHandle | None:
+def start_frr_node(lab: Lab, tmp: Path, tree: str | None = None) -> ProcessHandle | None:
     """The FRR-mode hop on m: ``alt-router run`` with ``[node] bgp = "frr"`` (issue 10).
 
     Its own FRR (zebra + bgpd) runs, its tunnels are userspace GRE on TUNs with no forwarder hook,
@@ -390,7 +390,10 @@ def start_frr_node(lab: Lab, tmp: Path) -> ProcessHandle | None:
     conf.write_text(text + '\n[frr]\npathspace = "bench-forward-m"\n')
     tmp.chmod(0o755)  # the node's FRR runs as the frr user under its state dir
     lab.exec("m", ["sysctl", "-q", "-w", *FRR_HOP_SYSCTLS])
-    node = lab.spawn("m", [PY, "-m", "alt_router.cli", "run", "-c", str(conf)], name="frr-node")
+    # ``tree``: run another checkout's alt_router (``--frr-baseline``); ``-m`` puts the cwd first.
+    env, cwd = ({"PYTHONPATH": tree}, tree) if tree else (None, None)
+    node = lab.spawn("m", [PY, "-m", "alt_router.cli", "run", "-c", str(conf)], name="frr-node",
+                     env=env, cwd=cwd)
 
     def up() -> bool:
         if not node.running():
@@ -408,6 +411,29 @@ def start_frr_node(lab: Lab, tmp: Path) -> ProcessHandle | None:
         return None
     lab.exec("m", FRR_ROUTE)
     return node
+
+
+def compare_frr(lab: Lab, tmp: Path, baseline: str, rounds: int, seconds: float) -> dict[str, object]:
+    """The FRR-mode hop of this tree and of ``baseline``, alternated: per round, datagrams/s and
+    CPU per datagram of each, and the medians."""
+    runs: dict[str, list[dict[str, float]]] = {"this": [], "baseline": []}
+    for _ in range(rounds):
+        for label, tree in (("baseline", baseline), ("this", None)):
+            node = start_frr_node(lab, tmp, tree)
+            if node is None:
+                raise SystemExit(f"the FRR-mode node ({label}) did not start")
+            blast(lab, "gre", 0.5)
+            runs[label].append(measured_blast(lab, node.pid, seconds))
+            node.stop()
+
+    def median(label: str, key: str) -> float:
+        values = sorted(r[key] for r in runs[label])
+        return values[len(values) // 2]
+
+    summary: dict[str, object] = {"runs": runs}
+    for key in ("received_per_s", "cpu_us_per_datagram", "cpu_user_seconds", "cpu_sys_seconds"):
+        summary[f"median_{key}"] = {label: median(label, key) for label in runs}
+    return summary
 
 
 def frr_node_routes(tmp: Path) -> int | None:
@@ -433,6 +459,11 @@ def main() -> int:
                     help="frr: also an FRR-mode hop ([node] bgp = \"frr\", kernel forwarding, "
                          "userspace GRE only for the encapsulation), in the same run as the "
                          "ExaBGP-mode and kernel hops")
+    ap.add_argument("--frr-baseline", metavar="TREE",
+                    help="with --mode frr: also measure the FRR-mode hop running TREE's alt_router "
+                         "(another checkout), alternating with this tree's, --rounds times each; the "
+                         "CPU per datagram of the two is the figure a busy machine cannot blur")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of --frr-baseline")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/forward.py needs root (network namespaces)", file=sys.stderr)
@@ -468,6 +499,9 @@ def main() -> int:
             lat_frr = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds, name="frr")
             result["frr_node_rib_routes"] = frr_node_routes(Path(tmp))  # the route, read back from the kernel
             node.stop()
+            if args.frr_baseline:
+                result["frr_baseline"] = compare_frr(lab, Path(tmp), args.frr_baseline, args.rounds,
+                                                     args.seconds)
             result.update({
                 "frr_mode_hop": frr, "latency_frr_mode_hop": lat_frr,
                 "frr_vs_exabgp_ratio": _ratio(frr["received_per_s"], alt["received_per_s"]),
@@ -501,6 +535,14 @@ def main() -> int:
             value = result[key]
             if isinstance(value, float):
                 print(f"ratio {what}: {value:.2f}x")
+    cmp = result.get("frr_baseline")
+    if isinstance(cmp, dict):
+        for label in ("baseline", "this"):
+            for run in cmp["runs"][label]:
+                print(f"FRR-mode hop, {label:8} tree: {run['received_per_s']:>10,.0f} datagrams/s, "
+                      f"{run['cpu_us_per_datagram']:.1f} us CPU per datagram "
+                      f"({run['cpu_user_seconds']:.2f} s user + {run['cpu_sys_seconds']:.2f} s system "
+                      f"for {run['forwarded_incl_backlog']:,})")
     lats = [("alt_router", lat_alt), ("kernel", lat_kern)] + ([("FRR-mode", lat_frr)] if lat_frr else [])
     for name, lat in lats:
         print(f"added latency per {name} hop at {lat['sent_per_s']:,}/s: p50 {lat['p50_us']} us, "

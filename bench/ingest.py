@@ -40,6 +40,7 @@ import gc
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -486,9 +487,21 @@ def live_frr(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
         kernel = lab.exec("n", ["ip", "-4", "route", "show", "proto", "bgp", "root", "16.0.0.0/4"],
                           check=False, timeout=120).stdout.count("\n")
         final = _status(state) or {}
+        # SIGTERM must stop the node within 3 s whatever the table size (node/daemon.py).
+        t_stop, wall_stop = time.monotonic(), time.time()
+        node.signal(signal.SIGTERM)
+        wait_until(lambda: not node.running(), 60, interval=0.02, what="the FRR-mode node stopping")
+        stop_seconds = time.monotonic() - t_stop
+        logged = _logged_at(node.read_log(), "stopped")
+        stopped = f" (its stop logged at {logged - wall_stop:.2f} s)" if logged else ""
+        print(f"stop: {stop_seconds:.2f} s{stopped}", file=sys.stderr)
+        left = lab.exec("n", ["ip", "-4", "route", "show", "proto", "bgp", "root", "16.0.0.0/4"],
+                        check=False, timeout=120).stdout.count("\n")
         del bird
     result: dict[str, object] = {
         "mode": "frr",
+        "node_stop_seconds": round(stop_seconds, 2),
+        "node_kernel_routes_after_stop": left,
         "prefixes": n,
         "node_seconds": _round(done.get("node")),
         "node_bgpd_received_seconds": _round(done.get("node_bgpd")),
@@ -509,6 +522,17 @@ def live_frr(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
     if peak["frr"]:
         result["memory_ratio"] = round(peak["node"] / peak["frr"], 2)
     return result
+
+
+def _logged_at(log_text: str, message_end: str) -> float | None:
+    """The time (epoch seconds) of the node's last logfmt line whose message ends with ``message_end``."""
+    from datetime import datetime  # noqa: PLC0415
+
+    for line in reversed(log_text.splitlines()):
+        if line.startswith("time=") and line.rstrip().endswith(f'{message_end}"'):
+            stamp = line.split()[0][len("time="):].replace("Z", "+00:00")
+            return datetime.fromisoformat(stamp).timestamp()
+    return None
 
 
 def _round(value: float | None) -> float | None:

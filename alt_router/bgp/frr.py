@@ -54,6 +54,13 @@ FRR_USER = "frr"
 DAEMONS = ("zebra", "bgpd")
 READY_TIMEOUT = 15.0
 STOP_GRACE = 3.0
+# stop() returns within about this long (SIGTERM, then SIGKILL): the node must stop within 3 s of
+# SIGTERM (node/daemon.py), and after FRR it still deletes its tunnels (the kernel flushes the
+# routes through them) and the process exits.
+STOP_WAIT = 1.0
+# After SIGKILL, how long stop() waits for the kernel to reap a daemon (it frees the memory first);
+# one not reaped by then is left to the child watcher.
+KILL_WAIT = 0.2
 VTYSH_TIMEOUT = 10.0
 _POLL = 0.05
 
@@ -98,7 +105,8 @@ class FrrSupervisor:
         backoff = backoff or Backoff()
         self.trackers = {name: RestartTracker(backoff) for name in DAEMONS}
         self.originated: set[Prefix] = set()
-        self.counters: dict[str, int] = {"vtysh-errors": 0, "start-failures": 0, "reloads": 0}
+        self.counters: dict[str, int] = {"vtysh-errors": 0, "start-failures": 0, "reloads": 0,
+                                         "stop-kills": 0}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._started_at: dict[str, float] = {}
         self._expected_exit: set[str] = set()
@@ -145,8 +153,17 @@ class FrrSupervisor:
             raise
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name="frr-supervisor")
 
-    async def stop(self) -> None:
-        """bgpd first (it sends every peer a Cease), then zebra (it removes its routes)."""
+    async def stop(self, wait: float = STOP_WAIT) -> None:
+        """Stop both daemons within ``wait`` seconds, whatever the table size.
+
+        bgpd gets SIGTERM first (it sends every peer a Cease at once, then tears its table
+        down), zebra once bgpd is gone or half of ``wait`` is over; whatever still runs when
+        ``wait`` is over gets SIGKILL.  With a large table both would take many seconds to
+        exit (bgpd frees every path, zebra removes every route from the kernel one by one),
+        and nothing of that is needed: the peers have their Cease, the kernel flushes the
+        routes through the tunnels when the node deletes them, and a zebra started later
+        sweeps the routes of a killed predecessor (docs/deploy.md, "Stopping").
+        """
         self._stopping = True
         self.ready.clear()
         if self._task is not None:
@@ -156,7 +173,7 @@ class FrrSupervisor:
             self._task = None
         for task in list(self._pending):
             task.cancel()
-        await self._terminate_all()
+        await self._terminate_all(wait)
 
     async def reload(self, speaker: FrrSpeaker) -> bool:
         """Re-render; restart bgpd (sessions reset) if its config changed.  True if it was restarted.
@@ -345,9 +362,38 @@ class FrrSupervisor:
                 proc.kill()
             await proc.wait()
 
-    async def _terminate_all(self) -> None:
-        for name in reversed(DAEMONS):
-            await self._terminate(name)
+    async def _terminate_all(self, wait: float = STOP_WAIT) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        bgpd = self._procs.get("bgpd")
+        if bgpd is not None and bgpd.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                bgpd.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bgpd.wait(), wait / 2)
+        zebra = self._procs.get("zebra")
+        if zebra is not None and zebra.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                zebra.send_signal(signal.SIGTERM)
+        left = [(name, p) for name, p in self._procs.items() if p.returncode is None]
+        if left:
+            waits = asyncio.gather(*(p.wait() for _, p in left))
+            try:
+                await asyncio.wait_for(waits, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                for name, proc in left:
+                    if proc.returncode is None:
+                        self.counters["stop-kills"] += 1
+                        log.warning("FRR %s (pid %d) still running %.1fs after SIGTERM; SIGKILL (its "
+                                    "kernel routes go with the tunnels, or at zebra's next start)",
+                                    name, proc.pid, wait)
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.kill()
+                reaped = asyncio.gather(*(p.wait() for _, p in left))
+                try:
+                    await asyncio.wait_for(reaped, KILL_WAIT)
+                except TimeoutError:
+                    log.warning("FRR daemons not reaped %.1fs after SIGKILL; not waiting", KILL_WAIT)
         self._procs.clear()
 
     # --- run-time originations -----------------------------------------------------------------

@@ -297,8 +297,12 @@ class Dataplane:
                 if size > 0 and packet[offset] >> 4 == version:
                     counters.rx_packets += 1
                     counters.rx_bytes += size
+                    if self.hook is None:
+                        # No forwarder (the FRR-integrated mode): every inner packet goes to its
+                        # TUN and the kernel routes it, so this is that mode's whole per-packet work.
+                        return TO_TUN, name, packet[offset:]
                     fast = self.fast_hook
-                    if fast is not None and self.hook is not None:
+                    if fast is not None:
                         decided = fast(packet, offset, name)
                         if decided is not None:
                             target, inner = decided
@@ -386,6 +390,17 @@ class Dataplane:
                 counters.tx_bytes += len(inner)
                 return TO_UNDERLAY, name, (tx[0] if version == 4 else tx[1]) + inner
         return self.encapsulate(name, inner)
+
+    def tx_fast(self, name: str) -> tuple[bytes, bytes, int, Counters] | None:
+        """``encapsulate_fast``'s table for an edge that builds datagrams in its own buffers.
+
+        For tunnel ``name`` without checksums or sequence numbers: its GRE header for an IPv4
+        and for an IPv6 inner packet (the same length), its inner MTU and its counters.  The
+        edge may send an inner packet of version 4 or 6 and at most that MTU behind the
+        header, counting it as ``encapsulate_fast`` does; anything else goes to
+        ``encapsulate_fast``.  None: the tunnel has no such fixed header (or does not exist).
+        """
+        return self._tx.get(name)
 
     def action_for(self, fast: Fast) -> Action:
         """The action a ``Fast`` tuple stands for."""

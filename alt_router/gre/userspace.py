@@ -248,8 +248,10 @@ class MmsgIO:
         self._tx_iov_view = memoryview(self._tx_iov).cast("B")
         self._lens: dict[int, Callable[[Any, int], tuple[int, ...]]] = {}
         self._names: dict[tuple[str, int], Any] = {}
-        # (tag, data) of each queued packet, for the caller's accounting of failures.
-        self.pending: list[tuple[str, bytes]] = []
+        # (tag, head length, size) of each queued packet, for the caller's accounting of failures.
+        self.pending: list[tuple[str, int, int]] = []
+        # room(): per header length, each send slot past its header, as readv's buffer list.
+        self._rooms: dict[int, list[list[memoryview]]] = {}
 
     def recv(self) -> list[bytes]:
         """Up to ``batch`` packets; [] when none is waiting.  OSError for other errors."""
@@ -282,6 +284,29 @@ class MmsgIO:
         start = i * self.tx_slot
         self._tx_view[start:start + len(head)] = head
         self._tx_view[start + len(head):start + size] = data
+        self._commit(i, tag, len(head), size, dest)
+
+    def room(self, head_len: int) -> list[memoryview]:
+        """The next send slot past ``head_len`` bytes, as a buffer list for ``os.readv``.
+
+        With ``commit``, a packet read from a descriptor goes out without a bytes object
+        or a copy in Python.  The caller flushes before the batch is ``full``.
+        """
+        rooms = self._rooms.get(head_len)
+        if rooms is None:
+            view, slot = self._tx_view, self.tx_slot
+            rooms = self._rooms[head_len] = [[view[i * slot + head_len:(i + 1) * slot]]
+                                             for i in range(self.batch)]
+        return rooms[len(self.pending)]
+
+    def commit(self, tag: str, head: bytes, size: int, dest: tuple[str, int]) -> None:
+        """Queue the ``size`` bytes read into ``room(len(head))``, behind ``head``."""
+        i = len(self.pending)
+        start = i * self.tx_slot
+        self._tx_view[start:start + len(head)] = head
+        self._commit(i, tag, len(head), len(head) + size, dest)
+
+    def _commit(self, i: int, tag: str, head_len: int, size: int, dest: tuple[str, int]) -> None:
         _SIZE.pack_into(self._tx_iov_view, i * ctypes.sizeof(_Iovec) + _IOV_LEN_AT, size)
         name = self._names.get(dest)
         if name is None:
@@ -290,7 +315,7 @@ class MmsgIO:
             sockaddr = family + struct.pack("!H4s8x", dest[1], socket.inet_aton(dest[0]))
             name = self._names[dest] = ctypes.create_string_buffer(sockaddr, 16)
         _PTR.pack_into(self._tx_msg_view, i * _HDR_SIZE + _NAME_AT, ctypes.addressof(name))
-        self.pending.append((tag, data))
+        self.pending.append((tag, head_len, size))
 
     @property
     def full(self) -> bool:
@@ -309,7 +334,10 @@ class MmsgIO:
                 continue
             # The first unsent packet is the one the error is about; the rest are retried.
             err = ctypes.get_errno()
-            failed.append((*pending[done], OSError(err, os.strerror(err))))
+            tag, head_len, size = pending[done]
+            start = done * self.tx_slot
+            data = bytes(self._tx_view[start + head_len:start + size])
+            failed.append((tag, data, OSError(err, os.strerror(err))))
             done += 1
         self.pending = []
         return failed
@@ -526,8 +554,8 @@ class Engine:
         self._fd_tunnel[fd] = config.name
         self._add_egress(config)
         mm = self._mmsg
-        if self.batched and 4 in self._sock and (mm is None or config.underlay_mtu > mm.tx_slot):
-            # A batch slot must hold the new tunnel's biggest outer packet.
+        if self.batched and 4 in self._sock and (mm is None or config.underlay_mtu >= mm.tx_slot):
+            # A batch slot must hold the new tunnel's biggest outer packet, and one byte more.
             self._mmsg = _batch_io(self._sock[4].fileno(), self._egress4, self.dataplane.tunnels)
         for new_fd in new_fds:
             self._watch(new_fd)
@@ -794,6 +822,13 @@ class Engine:
             self._read_ipv6(sock6)
 
     def _read_tun(self, fd: int, name: str) -> None:
+        mm, egress = self._mmsg, self._egress4.get(name)
+        if mm is not None and egress is not None:
+            self._read_tun_batched(fd, name, mm, egress)
+        else:
+            self._read_tun_general(fd, name)
+
+    def _read_tun_general(self, fd: int, name: str) -> None:
         read, encapsulate, handle = os.read, self.dataplane.encapsulate_fast, self._handle
         for _ in range(BATCH):
             try:
@@ -801,20 +836,72 @@ class Engine:
             except BlockingIOError:
                 return
             except OSError as exc:
-                # The device was deleted under us (EBADFD) or similar: stop
-                # listening to it rather than spin on a permanently ready fd.
-                self.dataplane.counters[name].drop(TUN_READ_ERROR)
-                log.error("TUN %s unreadable (%s); no longer encapsulating from it", name, exc.strerror)
-                self._forget_fd(fd)
+                self._tun_unreadable(fd, name, exc)
                 return
             if not packet:
                 return
             handle(encapsulate(name, packet))
 
+    def _read_tun_batched(
+        self, fd: int, name: str, mm: MmsgIO, egress: tuple[bytes, tuple[str, int]]
+    ) -> None:
+        # The other half of the FRR-integrated mode's hop (the kernel routed the packet into this
+        # TUN): each packet is read straight into a sendmmsg slot behind room for its outer IPv4
+        # and GRE headers, and the batch leaves in one syscall.  The dataplane's common case
+        # (encapsulate_fast) is applied here, on the slot; anything else takes the general path.
+        dataplane = self.dataplane
+        tx = dataplane.tx_fast(name)
+        if tx is None:
+            self._read_tun_general(fd, name)
+            return
+        outer, dest = egress
+        head4, head6, mtu, counters = outer + tx[0], outer + tx[1], tx[2], tx[3]
+        hlen = len(head4)
+        if mm.tx_slot - hlen <= mtu:
+            # No room for one byte past the MTU, which tells a too-big packet from one that fits.
+            self._read_tun_general(fd, name)
+            return
+        readv, room, commit = os.readv, mm.room, mm.commit
+        try:
+            for _ in range(BATCH):
+                buf = room(hlen)
+                try:
+                    size = readv(fd, buf)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    self._tun_unreadable(fd, name, exc)
+                    return
+                if not size:
+                    return
+                version = buf[0][0] >> 4
+                if (version == 4 or version == 6) and size <= mtu:  # noqa: PLR1714 (cheaper than a set)
+                    counters.tx_packets += 1
+                    counters.tx_bytes += size
+                    commit(name, head4 if version == 4 else head6, size, dest)
+                    if mm.full:
+                        self._flush(mm)
+                    continue
+                # Not the common case (a drop, counted there): what was batched leaves first.
+                packet = bytes(buf[0][:size])
+                if mm.pending:
+                    self._flush(mm)
+                self._handle(dataplane.encapsulate_fast(name, packet))
+        finally:
+            if mm.pending:
+                self._flush(mm)
+
+    def _tun_unreadable(self, fd: int, name: str, exc: OSError) -> None:
+        # The device was deleted under us (EBADFD) or similar: stop
+        # listening to it rather than spin on a permanently ready fd.
+        self.dataplane.counters[name].drop(TUN_READ_ERROR)
+        log.error("TUN %s unreadable (%s); no longer encapsulating from it", name, exc.strerror)
+        self._forget_fd(fd)
+
     def _read_ipv4_batched(self, mm: MmsgIO) -> None:
         # The hot loop of a forwarding node: locals only, IPv4 underlay sends batched.
         receive, egress4, handle = self.dataplane.receive_ipv4_fast, self._egress4, self._handle
-        queue = mm.queue
+        queue, tun_fd, write = mm.queue, self._tun_fd, os.write
         for _ in range(max(1, BATCH // mm.batch)):
             try:
                 packets = mm.recv()
@@ -825,11 +912,20 @@ class Engine:
                 result = receive(packet)
                 if isinstance(result, tuple):
                     kind, name, data = result
-                    if kind == TO_UNDERLAY and (egress := egress4.get(name)) is not None:
+                    if kind == TO_UNDERLAY:
+                        if (egress := egress4.get(name)) is not None:
+                            try:
+                                queue(name, egress[0], data, egress[1])
+                            except OSError as exc:
+                                self._underlay_failed(result, exc)
+                            continue
+                    elif (fd := tun_fd.get(name)) is not None:
+                        # Into the TUN, for the kernel to route (no forwarder hook): written
+                        # at once, since the TUN and the underlay batch are independent outputs.
                         try:
-                            queue(name, egress[0], data, egress[1])
+                            write(fd, data)
                         except OSError as exc:
-                            self._underlay_failed(result, exc)
+                            self._tun_failed(name, data, exc)
                         continue
                 # Whatever is not batched leaves after what was, as it arrived.
                 if mm.pending:
@@ -910,6 +1006,12 @@ class Engine:
                 except OSError as exc:
                     self._underlay_failed(result, exc)
                 return
+        elif (fd := self._tun_fd.get(name)) is not None:
+            try:
+                os.write(fd, data)
+            except OSError as exc:
+                self._tun_failed(name, data, exc)
+            return
         self._execute([self.dataplane.action_for(result)])
 
     def _underlay_failed(self, result: Fast, exc: OSError) -> None:
@@ -953,10 +1055,13 @@ class Engine:
                 raise OSError(errno.EBADF, "TUN is closed")
             os.write(fd, action.packet)
         except OSError as exc:
-            # EIO: the TUN is down; EBADFD: it was deleted.  Count, log, go on.
-            self.dataplane.failed(action, TUN_WRITE_ERROR)
-            self._errlog(f"tun:{action.tunnel}:{exc.errno}", "tunnel %s: writing into the TUN failed: %s",
-                         action.tunnel, exc.strerror or exc)
+            self._tun_failed(action.tunnel, action.packet, exc)
+
+    def _tun_failed(self, name: str, packet: bytes, exc: OSError) -> None:
+        # EIO: the TUN is down; EBADFD: it was deleted.  Count, log, go on.
+        self.dataplane.failed(WriteTun(name, packet), TUN_WRITE_ERROR)
+        self._errlog(f"tun:{name}:{exc.errno}", "tunnel %s: writing into the TUN failed: %s",
+                     name, exc.strerror or exc)
 
     def _emit(self, event: Event) -> None:
         """A hook's event to the node: through the hand-off when threaded, else directly."""
@@ -984,7 +1089,8 @@ class Engine:
 def _batch_io(fd: int, egress4: dict[str, Any], tunnels: dict[str, TunnelConfig]) -> MmsgIO | None:
     """An MmsgIO for the raw IPv4 socket, or None where libc lacks recvmmsg/sendmmsg."""
     # An outer packet never exceeds its tunnel's underlay MTU: the dataplane refuses bigger inners.
-    tx_slot = max((tunnels[name].underlay_mtu for name in egress4), default=1500)
+    # One byte more, so that a packet read from a TUN into a slot is seen to be too big.
+    tx_slot = max((tunnels[name].underlay_mtu for name in egress4), default=1500) + 1
     try:
         return MmsgIO(fd, tx_slot=tx_slot)
     except (AttributeError, OSError) as exc:

@@ -32,6 +32,7 @@ from alt_router.bgp.frr_config import ESTABLISHED
 from alt_router.bgp.supervisor import Backoff
 from alt_router.gre.userspace import run_netlink
 from alt_router.node.config import NodeConfig
+from alt_router.node.kernel_alt import vrf_table
 from alt_router.rib import Rib
 from alt_router.rib.rib import Output
 from alt_router.types import Prefix
@@ -50,24 +51,17 @@ def vrf_setup(ipr: Any, vrf: str, ifnames: Iterable[str]) -> int:
     alt type vrf table 100``): its table is where zebra installs the ALT routes and the kernel
     looks them up for datagrams arriving on the enslaved tunnels.
     """
-    found = ipr.link_lookup(ifname=vrf)
-    if not found:
-        raise FrrError(f"[frr] vrf {vrf!r}: no such interface (create it first: "
-                       f"ip link add {vrf} type vrf table <id>; ip link set {vrf} up)")
-    index = found[0]
-    info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
-    if kind != "vrf" or table is None:
-        raise FrrError(f"[frr] vrf {vrf!r} is a {kind or 'plain'} interface, not a kernel VRF")
+    try:
+        index, table = vrf_table(ipr, vrf)
+    except ValueError as exc:
+        raise FrrError(str(exc)) from exc
     for name in ifnames:
         links = ipr.link_lookup(ifname=name)
         if not links:
             raise FrrError(f"tunnel {name} does not exist; cannot put it in VRF {vrf}")
         ipr.link("set", index=links[0], master=index)
     log.info("FRR mode: tunnels %s in VRF %s (table %d)", ", ".join(ifnames) or "(none)", vrf, table)
-    return int(table)
+    return table
 
 
 class KernelRibReader(Protocol):
@@ -159,6 +153,7 @@ class FrrMode:
                  self.config.frr_pathspace, self.supervisor.run_dir, self.table)
 
     async def stop(self) -> None:
+        log.info("FRR mode: stopping (kernel RIB reader, then bgpd and zebra)")
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,11 +161,13 @@ class FrrMode:
             self._task = None
         for task in list(self._reloads):
             task.cancel()
-        # FRR first: bgpd's Cease withdraws our prefixes at the peers; zebra removes its routes.
-        await self.supervisor.stop()
+        # Stop reading the kernel first: zebra removing a large table while it stops would
+        # otherwise queue a delete event per route for this loop, and stopping is bounded.
         if self.kernel_routes is not None:
             self.kernel_routes.stop()
             self.kernel_routes = None
+        # bgpd's Cease withdraws our prefixes at the peers; within FrrSupervisor.stop's bound.
+        await self.supervisor.stop()
 
     # --- peer states -------------------------------------------------------------------------
 

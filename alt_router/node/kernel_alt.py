@@ -11,11 +11,11 @@ decremented, ICMP Time Exceeded sent by the kernel, RFC 1812 §5.3.1).  What is 
 - ``KernelAltSender``: the Map-Resolver's ALT datagram, built with the ITR's source address
   (RFC 6836 §3.3), into the kernel's routing table through a raw socket that includes the IP
   header; a destination the kernel cannot route is counted (``alt-no-route``), never raised;
-- ``LocalRoutes``: ``local`` routes in the MAIN table (protocol ``ALT_ROUTE_PROTO``) for the
-  Map-Server's site prefixes and aggregates and the ALT-attached ETR's EID-prefixes, so that
-  the kernel delivers ALT datagrams to them to the node's wildcard UDP 4342 socket.  The main
-  table, not the local one: a longer route a peer announces inside one of them must still win
-  by longest-prefix match (RFC 6836 §6.1);
+- ``LocalRoutes``: ``local`` routes in the ALT's table (main, or the ``[frr] vrf``'s; protocol
+  ``ALT_ROUTE_PROTO``) for the Map-Server's site prefixes and aggregates and the ALT-attached
+  ETR's EID-prefixes, so that the kernel delivers ALT datagrams to them to the node's wildcard
+  UDP 4342 socket.  That table, not the local one: a longer route a peer announces inside one
+  of them must still win by longest-prefix match (RFC 6836 §6.1);
 - the receive side: ``IP_PKTINFO``/``IPV6_RECVPKTINFO`` (and the TTL) on that socket, and
   ``local_datagram``, which rebuilds the ALT datagram a Map-Server gets in the userspace mode
   (the ITR's address and port from the packet, the EID as destination) for the node's
@@ -26,6 +26,7 @@ decremented, ICMP Time Exceeded sent by the kernel, RFC 1812 §5.3.1).  What is 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -52,7 +53,24 @@ KERNEL: Final = "<kernel>"
 """``SendAlt.route`` in this mode: the kernel's routing table decides the next hop."""
 
 RT_TABLE_MAIN: Final = 254
+RT_TABLE_COMPAT: Final = 252
 RTN_LOCAL: Final = 2
+SO_BINDTODEVICE: Final = getattr(socket, "SO_BINDTODEVICE", 25)
+# rtnetlink, for the one dump LocalRoutes makes (its routes only: the kernel filters).
+SOL_NETLINK: Final = 270
+NETLINK_GET_STRICT_CHK: Final = 12
+NLM_F_REQUEST: Final = 0x01
+NLM_F_DUMP: Final = 0x300
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+RTM_NEWROUTE: Final = 24
+RTM_GETROUTE: Final = 26
+RTA_DST: Final = 1
+RTA_TABLE: Final = 15
+DUMP_TIMEOUT: Final = 10.0
+_NLMSGHDR = struct.Struct("=IHHII")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_RTATTR = struct.Struct("=HH")
 RT_SCOPE_HOST: Final = 254
 # Linux values; Python's socket module lacks the IPv4 ones.
 IP_PKTINFO: Final = getattr(socket, "IP_PKTINFO", 8)
@@ -116,21 +134,33 @@ class KernelAltSender:
     Linux), so the datagram leaves with the ITR's source address and the TTL the resolver set.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, vrf: str | None = None,
+                 socket_factory: Callable[[int, int, int], socket.socket] = socket.socket) -> None:
+        # ``[frr] vrf``: the sockets are bound to the VRF device, so the kernel looks the EID up
+        # in the VRF's table (where zebra installs the ALT), not in the main one.
+        self.vrf = vrf
+        self._socket_factory = socket_factory
         self._socks: dict[int, socket.socket | None] = {}
         self.counters: dict[str, int] = dict.fromkeys(SENDER_COUNTERS, 0)
 
     def _socket(self, version: int) -> socket.socket | None:
         if version not in self._socks:
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            sock: socket.socket | None = None
             try:
-                family = socket.AF_INET if version == 4 else socket.AF_INET6
-                sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                sock = self._socket_factory(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
                 if version == 4:
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+                if self.vrf is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.vrf.encode())
                 sock.setblocking(False)
                 self._socks[version] = sock
             except OSError as exc:
-                log.error("no raw IPv%d socket: ALT datagrams of that family are not sent: %s", version, exc)
+                where = f" in VRF {self.vrf}" if self.vrf is not None else ""
+                log.error("no raw IPv%d socket%s: ALT datagrams of that family are not sent: %s",
+                          version, where, exc)
+                if sock is not None:
+                    sock.close()
                 self._socks[version] = None
         return self._socks[version]
 
@@ -160,41 +190,121 @@ class KernelAltSender:
 
 # --- local routes ---------------------------------------------------------------------------------
 
-def route_spec(prefix: Prefix, lo_index: int) -> dict[str, Any]:
+def route_spec(prefix: Prefix, oif: int, table: int = RT_TABLE_MAIN) -> dict[str, Any]:
     """pyroute2's arguments for the ``local`` route of ``prefix`` (``ip route add local P dev lo
-    table main proto 250``)."""
+    table main proto 250``; in a VRF: ``dev <vrf> table <its table>``)."""
     return {
         "dst": str(prefix.network_address), "dst_len": prefix.prefixlen,
         "family": socket.AF_INET if prefix.version == 4 else socket.AF_INET6,
-        "type": RTN_LOCAL, "table": RT_TABLE_MAIN, "proto": ALT_ROUTE_PROTO, "scope": RT_SCOPE_HOST,
-        "oif": lo_index,
+        "type": RTN_LOCAL, "table": table, "proto": ALT_ROUTE_PROTO, "scope": RT_SCOPE_HOST,
+        "oif": oif,
     }
 
 
-def _ours(ipr: Any) -> set[Prefix]:
-    """The local routes with our protocol in the main table, both families (from a crash, too)."""
+def local_routes_request(seq: int, table: int) -> bytes:
+    """RTM_GETROUTE dump of the ``local`` routes of protocol ``ALT_ROUTE_PROTO`` in ``table``.
+
+    With NETLINK_GET_STRICT_CHK (linux 4.20+) the kernel sends only those, so the dump costs
+    nothing however large the ALT table next to them is; without it, ``parse_local_routes``
+    filters a dump of everything.
+    """
+    rtmsg = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table if table < 256 else RT_TABLE_COMPAT,
+                        ALT_ROUTE_PROTO, 0, RTN_LOCAL, 0)
+    attr = _RTATTR.pack(8, RTA_TABLE) + struct.pack("=I", table)
+    length = _NLMSGHDR.size + len(rtmsg) + len(attr)
+    return _NLMSGHDR.pack(length, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + rtmsg + attr
+
+
+def parse_local_routes(data: bytes, table: int, found: set[Prefix]) -> bool:
+    """Add the prefixes of our ``local`` routes in ``table`` found in ``data`` (netlink messages)
+    to ``found``; True once the dump is done.  ``OSError`` for a netlink error message."""
+    off = 0
+    while off + _NLMSGHDR.size <= len(data):
+        length, kind = _NLMSGHDR.unpack_from(data, off)[:2]
+        if length < _NLMSGHDR.size or off + length > len(data):
+            break
+        body = off + _NLMSGHDR.size
+        if kind == NLMSG_DONE:
+            return True
+        if kind == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, body)[0]
+            if err:
+                raise OSError(err, f"route dump: {errno.errorcode.get(err, err)}")
+        elif kind == RTM_NEWROUTE and length >= _NLMSGHDR.size + _RTMSG.size:
+            family, dst_len, _, _, rtm_table, proto, _, rtype, _ = _RTMSG.unpack_from(data, body)
+            if proto == ALT_ROUTE_PROTO and rtype == RTN_LOCAL and family in (socket.AF_INET,
+                                                                               socket.AF_INET6):
+                dst = b"\0" * (4 if family == socket.AF_INET else 16)
+                at, end = body + _RTMSG.size, off + length
+                while at + _RTATTR.size <= end:
+                    rta_len, rta_type = _RTATTR.unpack_from(data, at)
+                    if rta_len < _RTATTR.size:
+                        break
+                    if rta_type == RTA_DST:
+                        dst = bytes(data[at + 4:at + rta_len])
+                    elif rta_type == RTA_TABLE and rta_len >= 8:
+                        rtm_table = struct.unpack_from("=I", data, at + 4)[0]
+                    at += (rta_len + 3) & ~3
+                address = IPv4Address(dst) if len(dst) == 4 else IPv6Address(dst)
+                if rtm_table == table:
+                    found.add(ip_network(f"{address}/{dst_len}"))
+        off += (length + 3) & ~3
+    return False
+
+
+def dump_local_routes(table: int) -> set[Prefix]:
+    """Our ``local`` routes in ``table``, both families (from a crashed run, too), by one dump."""
     found: set[Prefix] = set()
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for msg in ipr.get_routes(family=family, table=RT_TABLE_MAIN, proto=ALT_ROUTE_PROTO):
-            if msg.get("type") != RTN_LOCAL or msg.get("proto") != ALT_ROUTE_PROTO:
-                continue
-            dst = msg.get_attr("RTA_DST")
-            if dst is None:
-                dst = "0.0.0.0" if family == socket.AF_INET else "::"
-            found.add(ip_network(f"{dst}/{msg['dst_len']}"))
+    kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+    with socket.socket(socket.AF_NETLINK, kind, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(DUMP_TIMEOUT)
+        with contextlib.suppress(OSError):  # an old kernel dumps everything; parse_local_routes filters
+            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        sock.bind((0, 0))
+        sock.send(local_routes_request(1, table))
+        while not parse_local_routes(sock.recv(1 << 20), table, found):
+            pass
     return found
 
 
-class LocalRoutes:
-    """The node's ``local`` routes in the main table, kept equal to a set of prefixes.
+def vrf_table(ipr: Any, vrf: str) -> tuple[int, int]:
+    """The interface index and routing table id of the kernel VRF ``vrf`` (``ipr``: pyroute2 IPRoute).
 
-    ``netlink`` runs ``work(ipr)`` with an IPRoute (``gre.userspace.run_netlink``: a helper
-    thread, so it can be called from the event loop).  Each change is a diff against what the
-    kernel has; what a crashed run left behind (our protocol, not wanted) goes at the first one.
+    ``ValueError`` if there is no such interface or it is not a VRF.
+    """
+    found = ipr.link_lookup(ifname=vrf)
+    if not found:
+        raise ValueError(f"[frr] vrf {vrf!r}: no such interface (create it first: "
+                         f"ip link add {vrf} type vrf table <id>; ip link set {vrf} up)")
+    index = found[0]
+    info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
+    if kind != "vrf" or table is None:
+        raise ValueError(f"[frr] vrf {vrf!r} is a {kind or 'plain'} interface, not a kernel VRF")
+    return int(index), int(table)
+
+
+class LocalRoutes:
+    """The node's ``local`` routes, kept equal to a set of prefixes.
+
+    In the main table through ``lo``; with ``vrf`` (``[frr] vrf``) in that VRF's table through
+    the VRF device, next to the ALT routes zebra installs there, so longest-prefix match
+    between them still holds (RFC 6836 §6.1).  ``netlink`` runs ``work(ipr)`` with an IPRoute
+    (``gre.userspace.run_netlink``: a helper thread, so it can be called from the event loop).
+    Each change is a diff against what the kernel has, read by ``dump`` (``dump_local_routes``:
+    our routes only, never the ALT table, which may hold a million); what a crashed run left
+    behind (our protocol, not wanted) goes at the first one.
     """
 
-    def __init__(self, netlink: Callable[[Callable[[Any], Any]], Any] = run_netlink) -> None:
+    def __init__(self, netlink: Callable[[Callable[[Any], Any]], Any] = run_netlink, *,
+                 vrf: str | None = None,
+                 dump: Callable[[int], set[Prefix]] = dump_local_routes) -> None:
         self._netlink = netlink
+        self._dump = dump
+        self.vrf = vrf
+        self.table = RT_TABLE_MAIN
         self.installed: set[Prefix] = set()
         self.errors = 0
 
@@ -202,17 +312,20 @@ class LocalRoutes:
         wanted = set(prefixes)
 
         def work(ipr: Any) -> set[Prefix]:
-            lo = ipr.link_lookup(ifname="lo")[0]
-            present = _ours(ipr)
+            if self.vrf is None:
+                oif, self.table = ipr.link_lookup(ifname="lo")[0], RT_TABLE_MAIN
+            else:
+                oif, self.table = vrf_table(ipr, self.vrf)
+            present = self._dump(self.table)
             for prefix in sorted(present - wanted, key=str):
-                self._change(ipr, "del", prefix, lo)
+                self._change(ipr, "del", prefix, oif)
             for prefix in sorted(wanted - present, key=str):
-                self._change(ipr, "add", prefix, lo)
-            return _ours(ipr)
+                self._change(ipr, "add", prefix, oif)
+            return self._dump(self.table)
 
         try:
             self.installed = self._netlink(work)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.errors += 1
             log.error("kernel local routes not updated: %s", exc)
             return
@@ -220,18 +333,22 @@ class LocalRoutes:
         if missing:
             log.error("kernel local routes missing for %s", ", ".join(sorted(map(str, missing))))
 
-    def _change(self, ipr: Any, command: str, prefix: Prefix, lo: int) -> None:
+    def _change(self, ipr: Any, command: str, prefix: Prefix, oif: int) -> None:
         try:
-            ipr.route(command, **route_spec(prefix, lo))
+            ipr.route(command, **route_spec(prefix, oif, self.table))
         except Exception as exc:  # pyroute2's NetlinkError and friends: count and go on
             self.errors += 1
-            log.error("ip route %s local %s table main proto %d: %s", command, prefix, ALT_ROUTE_PROTO, exc)
+            log.error("ip route %s local %s table %d proto %d: %s", command, prefix, self.table,
+                      ALT_ROUTE_PROTO, exc)
             return
         done = "added" if command == "add" else "removed"
-        log.info("%s kernel local route %s (table main, proto %d)", done, prefix, ALT_ROUTE_PROTO)
+        log.info("%s kernel local route %s (table %d, proto %d)", done, prefix, self.table, ALT_ROUTE_PROTO)
 
     def clear(self) -> None:
-        self.set(())
+        """Remove the routes installed (at stop).  Nothing installed: no netlink at all, since a
+        stop is bounded; a crashed run's leftovers go at the next run's first ``set``."""
+        if self.installed:
+            self.set(())
 
 
 # --- receiving ALT datagrams on the UDP 4342 socket --------------------------------------------------

@@ -203,8 +203,9 @@ class NodeMapping:
         routes: AltRoutes
         if kernel_alt:
             routes = self.kernel_routes = KernelRoutes(rib, v4, v6)
-            self.kernel_sender = KernelAltSender()
-            self.local_routes = LocalRoutes()
+            # [frr] vrf: the ALT's table is the VRF's, for the local routes and the resolver's sends.
+            self.kernel_sender = KernelAltSender(vrf=config.frr.vrf)
+            self.local_routes = LocalRoutes(vrf=config.frr.vrf)
         else:
             routes = self.forwarder = AltForwarder.for_rib(
                 rib, tunnels, router_v4=v4, router_v6=v6, icmp_limits=config.icmp, clock=clock,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from alt_router.bgp.frr import FrrError, FrrSupervisor
+from alt_router.bgp.frr import KILL_WAIT, STOP_WAIT, FrrError, FrrSupervisor
 from alt_router.bgp.supervisor import Backoff
 from alt_router.node.config import NodeConfig, load_config
 
@@ -40,7 +40,13 @@ if (run / f"fail-{{name}}").exists():
 Path(opt("-i")).write_text(f"{{os.getpid()}}\\n")
 with open(run / "starts.log", "a") as log:
     log.write(f"{{name}} {{os.getpid()}} {{' '.join(args)}}\\n")
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+stubborn = (run / f"ignore-term-{{name}}").exists()  # a daemon busy tearing a large table down
+def on_term(*_):
+    with open(run / "signals.log", "a") as log:
+        log.write(f"{{name}} TERM\\n")
+    if not stubborn:
+        sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
 (run / f"{{name}}.vty").touch()
 while True:
     time.sleep(1)
@@ -322,5 +328,46 @@ def test_reload_of_announcements_alone_goes_through_vtysh(tmp_path: Path) -> Non
             assert "  network 153.16.2.0/24\n" in text and "  network 153.16.0.0/16\n" not in text
         finally:
             await sup.stop()
+
+    run(scenario)
+
+
+def test_stop_is_bounded_when_the_daemons_ignore_sigterm(tmp_path: Path) -> None:
+    # The node must stop within 3 s of SIGTERM whatever the table size (node/daemon.py); a bgpd
+    # freeing a million paths or a zebra removing a million kernel routes takes far longer.
+    sup = supervisor(tmp_path)
+    sup.run_dir.mkdir(parents=True)
+    for name in ("zebra", "bgpd"):
+        sup.path(f"ignore-term-{name}").touch()
+
+    async def scenario() -> None:
+        await sup.start()
+        pids = [pid for pid in sup.pids().values() if pid is not None]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sup.stop()
+        took = loop.time() - t0
+        assert took < STOP_WAIT + KILL_WAIT + 0.5, took  # the margin: a loaded CI machine
+        assert took >= STOP_WAIT - 0.1  # each had its chance to exit on SIGTERM
+        assert sup.counters["stop-kills"] == 2
+        for pid in pids:
+            assert gone(pid)
+        # bgpd (its Cease to the peers) before zebra.
+        assert sup.path("signals.log").read_text().split() == ["bgpd", "TERM", "zebra", "TERM"]
+
+    run(scenario)
+
+
+def test_stop_signals_zebra_as_soon_as_bgpd_is_gone(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path)
+
+    async def scenario() -> None:
+        await sup.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sup.stop()
+        assert loop.time() - t0 < STOP_WAIT
+        assert sup.counters["stop-kills"] == 0
+        assert sup.path("signals.log").read_text().split() == ["bgpd", "TERM", "zebra", "TERM"]
 
     run(scenario)

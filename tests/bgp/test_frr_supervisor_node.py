@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from tests.bgp.test_frr_supervisor import FAST, make_bin, until
 
 
 class FakeLocalRoutes:
-    def __init__(self) -> None:
+    def __init__(self, *, vrf: str | None = None) -> None:
+        self.vrf = vrf
         self.installed: set[Any] = set()
         self.errors = 0
 
@@ -38,12 +40,16 @@ class FakeKernelRoutes:
     def __init__(self) -> None:
         self.started = False
         self.stopped = False
+        self.on_stop: Callable[[], Any] | None = None
+        self.seen_at_stop: Any = None
 
     async def start(self) -> None:
         self.started = True
 
     def stop(self) -> None:
         self.stopped = True
+        if self.on_stop is not None:
+            self.seen_at_stop = self.on_stop()
 
     def counters(self) -> dict[str, int]:
         return {"routes": 0}
@@ -114,6 +120,7 @@ def test_frr_mode_node(tmp_path: Path, kernel: FakeKernelRoutes) -> None:
         try:
             assert node.frr is not None
             sup = node.frr.supervisor
+            kernel.on_stop = sup.pids
             assert kernel.started
             assert node.supervisor.pid is None  # no ExaBGP
             assert not (node.state_dir / SOCKET_NAME).exists()  # no bridge socket
@@ -137,6 +144,9 @@ def test_frr_mode_node(tmp_path: Path, kernel: FakeKernelRoutes) -> None:
         finally:
             await node.stop()
         assert kernel.stopped
+        # The kernel reader stopped while FRR still ran: zebra's teardown of a large table must
+        # not queue a delete event per route for the stopping node.
+        assert None not in kernel.seen_at_stop.values()
         assert node.frr.supervisor.pids() == {"zebra": None, "bgpd": None}
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
@@ -245,3 +255,13 @@ def test_peer_states_from_frr_mark_peers_up_and_down_in_the_rib(tmp_path: Path) 
     mode.apply_states({})  # FRR not answering while bgpd restarts: nothing is up
     assert not c.up and "not in FRR's summary" in c.last_down_reason
     assert mode.peer_of_ifname("alt-c") == "c" and mode.peer_of_ifname("lo") is None
+
+
+def test_a_vrf_node_sends_and_installs_local_routes_in_the_vrf(tmp_path: Path,
+                                                               kernel: FakeKernelRoutes) -> None:
+    """[frr] vrf: the Map-Resolver's raw sockets and the local routes follow the ALT into the VRF."""
+    text = config_text(tmp_path / "state", tmp_path).replace("[frr]\n", '[frr]\nvrf = "alt"\n')
+    node = Node(parse_config(text), with_tunnels=False, backoff=FAST)
+    assert node.mapping is not None
+    assert node.mapping.kernel_sender is not None and node.mapping.kernel_sender.vrf == "alt"
+    assert isinstance(node.mapping.local_routes, FakeLocalRoutes) and node.mapping.local_routes.vrf == "alt"

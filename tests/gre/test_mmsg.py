@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -105,3 +106,33 @@ def test_receive_error_other_than_eagain_is_raised() -> None:
     with pytest.raises(OSError) as info:
         mm.recv()
     assert info.value.errno == errno.EBADF
+
+
+def test_a_read_into_a_slot_goes_out_behind_its_header(pair: tuple[socket.socket, socket.socket]) -> None:
+    # The TUN -> underlay path of the FRR-integrated mode: os.readv straight into the send slot.
+    a, b = pair
+    src_a, src_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        mm = MmsgIO(a.fileno(), batch=4, slot=2048, tx_slot=64)
+        for i in range(3):
+            src_a.send(bytes([i]) * (10 + i))
+            size = os.readv(src_b.fileno(), mm.room(4))
+            mm.commit(f"t{i}", b"HEAD", size, b.getsockname())
+        assert len(mm.pending) == 3
+        assert mm.flush() == []
+        assert drain(b, 3) == [b"HEAD" + bytes([i]) * (10 + i) for i in range(3)]
+    finally:
+        src_a.close()
+        src_b.close()
+
+
+def test_a_refused_slot_comes_back_without_its_header(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    mm = MmsgIO(a.fileno(), batch=4, slot=2048, tx_slot=64)
+    room = mm.room(3)[0]
+    room[:5] = b"inner"
+    mm.commit("bad", b"HDR", 5, ("255.255.255.255", 9))  # EACCES without SO_BROADCAST
+    mm.queue("ok", b"", b"fine", b.getsockname())
+    failed = mm.flush()
+    assert [(tag, data, exc.errno) for tag, data, exc in failed] == [("bad", b"inner", errno.EACCES)]
+    assert drain(b, 1) == [b"fine"]

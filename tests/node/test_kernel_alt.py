@@ -6,6 +6,7 @@ between our own prefixes and the ALT's routes), RFC 1812 §5.3.1 (the kernel dec
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 from collections.abc import Callable
@@ -87,53 +88,159 @@ def test_route_spec_is_a_local_route_in_the_main_table() -> None:
     assert ka.route_spec(ip_network("2001:db8::/32"), 1)["family"] == socket.AF_INET6
 
 
-class FakeRoute(dict[str, Any]):
-    def __init__(self, prefix: Prefix, proto: int = ka.ALT_ROUTE_PROTO) -> None:
-        super().__init__(type=ka.RTN_LOCAL, proto=proto, dst_len=prefix.prefixlen)
-        self.dst = str(prefix.network_address)
-
-    def get_attr(self, name: str) -> str:
-        return self.dst
-
-
 class FakeIpr:
-    """Just enough of pyroute2's IPRoute: the main table's routes of our protocol."""
+    """Just enough of pyroute2's IPRoute: ``lo``, a VRF ``alt`` (table 100) and route changes."""
 
-    def __init__(self, present: list[Prefix]) -> None:
-        self.routes = {p: FakeRoute(p) for p in present}
-        self.calls: list[tuple[str, str]] = []
+    def __init__(self, present: list[Prefix], table: int = ka.RT_TABLE_MAIN) -> None:
+        self.tables: dict[int, set[Prefix]] = {table: set(present)}
+        self.calls: list[tuple[str, str, int, int]] = []
 
     def link_lookup(self, ifname: str) -> list[int]:
-        return [1]
+        return {"lo": [1], "alt": [7]}.get(ifname, [])
 
-    def get_routes(self, family: int, table: int, proto: int) -> list[FakeRoute]:
-        want = 4 if family == socket.AF_INET else 6
-        return [r for p, r in self.routes.items() if p.version == want]
+    def get_links(self, index: int) -> list[Any]:
+        return [Nla(IFLA_LINKINFO=Nla(IFLA_INFO_KIND="vrf", IFLA_INFO_DATA=Nla(IFLA_VRF_TABLE=100)))]
+
+    def dump(self, table: int) -> set[Prefix]:
+        return set(self.tables.get(table, ()))
 
     def route(self, command: str, **spec: Any) -> None:
         prefix = ip_network(f"{spec['dst']}/{spec['dst_len']}")
-        self.calls.append((command, str(prefix)))
+        assert spec["type"] == ka.RTN_LOCAL and spec["proto"] == ka.ALT_ROUTE_PROTO
+        self.calls.append((command, str(prefix), spec["table"], spec["oif"]))
+        table = self.tables.setdefault(spec["table"], set())
         if command == "add":
-            self.routes[prefix] = FakeRoute(prefix)
+            table.add(prefix)
         else:
-            del self.routes[prefix]
+            table.remove(prefix)
+
+
+class Nla:
+    def __init__(self, **attrs: Any) -> None:
+        self.attrs = attrs
+
+    def get_attr(self, name: str) -> Any:
+        return self.attrs.get(name)
+
+
+def local_routes(ipr: FakeIpr, vrf: str | None = None) -> ka.LocalRoutes:
+    def netlink(work: Callable[[Any], Any]) -> Any:
+        return work(ipr)
+
+    return ka.LocalRoutes(netlink, vrf=vrf, dump=ipr.dump)
 
 
 def test_local_routes_follow_the_wanted_set_and_remove_what_a_crash_left() -> None:
     ipr = FakeIpr([ip_network("10.9.0.0/16")])  # from a previous run that was killed
-
-    def netlink(work: Callable[[Any], Any]) -> Any:
-        return work(ipr)
-
-    routes = ka.LocalRoutes(netlink)
+    routes = local_routes(ipr)
     routes.set([ip_network("153.16.0.0/16"), ip_network("2001:db8::/32")])
-    assert ipr.calls == [("del", "10.9.0.0/16"), ("add", "153.16.0.0/16"), ("add", "2001:db8::/32")]
+    assert ipr.calls == [("del", "10.9.0.0/16", 254, 1), ("add", "153.16.0.0/16", 254, 1),
+                         ("add", "2001:db8::/32", 254, 1)]
     assert routes.installed == {ip_network("153.16.0.0/16"), ip_network("2001:db8::/32")}
     ipr.calls.clear()
     routes.set([ip_network("153.16.0.0/16")])
-    assert ipr.calls == [("del", "2001:db8::/32")]
+    assert ipr.calls == [("del", "2001:db8::/32", 254, 1)]
     routes.clear()
-    assert routes.installed == set() and ipr.routes == {}
+    assert routes.installed == set() and ipr.tables == {254: set()}
+
+
+def test_clearing_nothing_installed_makes_no_netlink_call() -> None:
+    # At stop, with a full ALT table beside: a stop is bounded, so no work it does not need.
+    def netlink(work: Callable[[Any], Any]) -> Any:
+        raise AssertionError("no netlink call expected")
+
+    ka.LocalRoutes(netlink).clear()
+
+
+def test_local_routes_in_a_vrf_go_to_its_table_through_its_device() -> None:
+    # [frr] vrf: zebra installs the ALT in the VRF's table, so the local routes go there too,
+    # or a longer ALT route inside a site prefix would not win (RFC 6836 §6.1).
+    ipr = FakeIpr([ip_network("10.9.0.0/16")], table=100)
+    routes = local_routes(ipr, vrf="alt")
+    routes.set([ip_network("153.16.0.0/16")])
+    assert ipr.calls == [("del", "10.9.0.0/16", 100, 7), ("add", "153.16.0.0/16", 100, 7)]
+    assert routes.table == 100 and routes.installed == {ip_network("153.16.0.0/16")}
+
+
+def test_local_routes_without_the_vrf_count_an_error() -> None:
+    routes = local_routes(FakeIpr([]), vrf="missing")
+    routes.set([ip_network("153.16.0.0/16")])
+    assert routes.errors == 1 and routes.installed == set()
+
+
+def _route_message(prefix: Prefix, *, proto: int = ka.ALT_ROUTE_PROTO, rtype: int = ka.RTN_LOCAL,
+                   table: int = 254) -> bytes:
+    family = socket.AF_INET if prefix.version == 4 else socket.AF_INET6
+    rtmsg = struct.pack("=BBBBBBBBI", family, prefix.prefixlen, 0, 0, min(table, 252), proto, 254, rtype, 0)
+    dst = prefix.network_address.packed
+    attrs = struct.pack("=HH", 4 + len(dst), ka.RTA_DST) + dst
+    attrs += struct.pack("=HHI", 8, ka.RTA_TABLE, table)
+    body = rtmsg + attrs
+    return struct.pack("=IHHII", 16 + len(body), ka.RTM_NEWROUTE, 2, 1, 0) + body
+
+
+def test_the_dump_request_asks_the_kernel_for_our_local_routes_of_one_table_only() -> None:
+    # A strict-checked dump (linux 4.20+) filtered on table, protocol and type: a million ALT
+    # routes next to them are never sent (a full dump through pyroute2 took minutes to stop).
+    request = ka.local_routes_request(5, 1000)
+    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", request)
+    assert (length, kind, flags, seq) == (len(request), ka.RTM_GETROUTE, ka.NLM_F_REQUEST | ka.NLM_F_DUMP, 5)
+    family, _, _, _, table, proto, _, rtype, _ = struct.unpack_from("=BBBBBBBBI", request, 16)
+    assert (family, table, proto, rtype) == (socket.AF_UNSPEC, ka.RT_TABLE_COMPAT, ka.ALT_ROUTE_PROTO,
+                                             ka.RTN_LOCAL)
+    assert struct.unpack_from("=HHI", request, 28) == (8, ka.RTA_TABLE, 1000)
+
+
+def test_parsing_the_dump_keeps_our_local_routes_of_that_table() -> None:
+    ours = [ip_network("153.16.0.0/16"), ip_network("2001:db8::/32")]
+    data = b"".join(_route_message(p) for p in ours)
+    data += _route_message(ip_network("10.1.0.0/16"), proto=186, rtype=1)  # an ALT route (old kernel)
+    data += _route_message(ip_network("10.2.0.0/16"), table=100)  # another table
+    found: set[Prefix] = set()
+    assert not ka.parse_local_routes(data, 254, found)
+    assert found == set(ours)
+    assert ka.parse_local_routes(struct.pack("=IHHIIi", 20, ka.NLMSG_DONE, 2, 1, 0, 0), 254, found)
+    error = struct.pack("=IHHIIi", 20, ka.NLMSG_ERROR, 0, 1, 0, -errno.EINVAL)
+    with pytest.raises(OSError, match="EINVAL"):
+        ka.parse_local_routes(error, 254, found)
+
+
+class FakeRawSocket:
+    def __init__(self, family: int, kind: int, proto: int) -> None:
+        self.family = family
+        self.options: list[tuple[int, int, Any]] = []
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def setsockopt(self, level: int, name: int, value: Any) -> None:
+        self.options.append((level, name, value))
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def sendto(self, packet: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((packet, address))
+        return len(packet)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_resolvers_raw_sockets_are_bound_to_the_vrf() -> None:
+    # In a VRF the EID must be looked up in the VRF's table (where zebra put the ALT).
+    made: list[FakeRawSocket] = []
+
+    def factory(family: int, kind: int, proto: int) -> Any:
+        made.append(FakeRawSocket(family, kind, proto))
+        return made[-1]
+
+    sender = ka.KernelAltSender(vrf="alt", socket_factory=factory)
+    packet = bytes([0x45]) + bytes(15) + IPv4Address("153.16.1.1").packed
+    assert sender.send(packet) == "alt-sent"
+    assert (socket.SOL_SOCKET, ka.SO_BINDTODEVICE, b"alt") in made[0].options
+    assert made[0].sent[0][1] == ("153.16.1.1", 0)
+    plain = ka.KernelAltSender(socket_factory=factory)
+    plain.send(packet)
+    assert all(name != ka.SO_BINDTODEVICE for _, name, _ in made[1].options)
 
 
 def test_enable_forwarding_sets_both_families_once(tmp_path: Path) -> None:
