@@ -84,10 +84,15 @@ def test_map_resolver_rate_limits_a_flood(lab: tuple[AbuseLab, dict[str, Attack]
     table = {**table, "mr-flood": Attack(flood.name, flood.attacker, flood.victim, lambda s: argv)}
     row = attack((abuse, table), "mr-flood")
     result = row.result
-    assert result["sent"] > 5000
-    assert moved(row, "rate-limited") > 0, (result, row.counters)
     # The defaults: 1,000/s global with a burst of 2,000 (docs/configuration.md, [map_resolver]).
-    assert result["replies"] <= 2000 + 1000 * result["seconds"] * 1.1, result
+    bucket = 2000 + 1000 * result["seconds"]
+    assert result["replies"] <= bucket * 1.1, result
+    # One attacker process offers ~2,000/s on an idle machine, but far less when both cores are
+    # busy with other work: the limiter can only be seen refusing what went past the bucket.
+    if result["sent"] > bucket * 1.2:
+        assert moved(row, "rate-limited") > 0, (result, row.counters)
+    else:
+        assert result["sent"] > 1000, result  # the flood ran at all
 
 
 def test_gre_fuzz_icmp_is_limited(lab: tuple[AbuseLab, dict[str, Attack]]) -> None:
