@@ -736,8 +736,11 @@ def _tail_logs(ld: LabDir, state: LabState, out: TextIO) -> None:
 def torn_down_on_exit(name: str, root: Path, out: TextIO) -> Iterator[None]:
     """Remove lab ``name`` when the block ends: normally, on an exception, on Ctrl-C or on SIGTERM."""
     previous = signal.getsignal(signal.SIGTERM)
+    owner = os.getpid()
 
     def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)  # a forked child (pyroute2's netns helper): never unwind into our stack
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import tempfile
@@ -29,7 +30,8 @@ BRIDGE_NAME = "br0"
 # Labs that are built and not yet torn down, for atexit and SIGTERM.
 _LIVE: list[Lab] = []
 _LIVE_LOCK = threading.Lock()
-_HOOKS_INSTALLED = False
+# The process that installed the atexit/SIGTERM hooks: only it tears its labs down (see on_sigterm).
+_OWNER_PID = 0
 
 
 class Lab:
@@ -226,14 +228,15 @@ class Lab:
 
 
 def _register(lab: Lab) -> None:
-    global _HOOKS_INSTALLED
+    global _OWNER_PID
     with _LIVE_LOCK:
         if lab not in _LIVE:
             _LIVE.append(lab)
-        if not _HOOKS_INSTALLED:
+        # Per process: a child forked after the hooks were installed builds its own labs.
+        if os.getpid() != _OWNER_PID:
+            _OWNER_PID = os.getpid()
             atexit.register(teardown_all)
             _install_sigterm()
-            _HOOKS_INSTALLED = True
 
 
 def _unregister(lab: Lab) -> None:
@@ -243,6 +246,8 @@ def _unregister(lab: Lab) -> None:
 
 def teardown_all() -> None:
     """Tear down every lab this process built and has not torn down yet."""
+    if os.getpid() != _OWNER_PID:
+        return  # a forked child (pyroute2's netns helper) owns none of the labs it inherited
     with _LIVE_LOCK:
         labs = list(reversed(_LIVE))
     for lab in labs:
@@ -258,6 +263,12 @@ def _install_sigterm() -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != _OWNER_PID:
+            # A child forked from this process inherits the handler: pyroute2's NetNS forks one
+            # to open its socket in the namespace and SIGTERMs it when that is slow (a busy
+            # machine).  Raising SystemExit there unwound into the parent's copied stack, and the
+            # child went on running the rest of the test suite inside the namespace.
+            os._exit(128 + signum)
         teardown_all()
         if callable(previous):
             previous(signum, frame)

@@ -217,6 +217,42 @@ def test_sigterm_to_the_owning_process_tears_the_lab_down(
             owner.wait()
 
 
+def test_sigterm_to_a_forked_child_leaves_the_owners_lab_alone(
+    netns_lab: Callable[[str], str], tmp_path: Path
+) -> None:
+    """pyroute2's NetNS forks a child to open its socket in a namespace and SIGTERMs it when that is
+    slow: the child inherits the lab's SIGTERM handler, which must end the child at once, not tear
+    down the parent's lab nor unwind (SystemExit) into the parent's copied stack and run on."""
+    name = netns_lab("ltfork")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from alt_router.lab import Lab, Topology
+        lab = Lab(Topology.from_toml('name = "{name}"\\n[hosts.a]\\n'), workdir="{tmp_path}")
+        lab.build()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(w, b"r")  # a signal that arrives before the child runs Python is lost
+                while True:
+                    signal.pause()
+            except BaseException:
+                print("child unwound", flush=True)  # what the bug did
+                os._exit(99)
+        os.read(r, 1)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        alive = os.path.exists("/run/netns/ar-{name}-a")
+        print(os.waitstatus_to_exitcode(status), alive, flush=True)
+        lab.teardown()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(128 + signal.SIGTERM), "True"]
+
+
 def test_spawn_requires_a_built_lab(netns_lab: Callable[[str], str]) -> None:
     lab = Lab(Topology.from_toml('name = "ltnobld"\n[hosts.a]\n'))
     with pytest.raises(LabError, match="not built"):
