@@ -492,8 +492,8 @@ def live_frr(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
         node.signal(signal.SIGTERM)
         wait_until(lambda: not node.running(), 60, interval=0.02, what="the FRR-mode node stopping")
         stop_seconds = time.monotonic() - t_stop
-        logged = _logged_at(node.read_log(), "stopped")
-        stopped = f" (its stop logged at {logged - wall_stop:.2f} s)" if logged else ""
+        logged, message = _logged_at(node.read_log(), " stopped")
+        stopped = f" (its stop logged at {logged - wall_stop:.2f} s: {message})" if logged else ""
         print(f"stop: {stop_seconds:.2f} s{stopped}", file=sys.stderr)
         left = lab.exec("n", ["ip", "-4", "route", "show", "proto", "bgp", "root", "16.0.0.0/4"],
                         check=False, timeout=120).stdout.count("\n")
@@ -524,15 +524,20 @@ def live_frr(n: int, timeout: float, trace: bool = False) -> dict[str, object]:
     return result
 
 
-def _logged_at(log_text: str, message_end: str) -> float | None:
-    """The time (epoch seconds) of the node's last logfmt line whose message ends with ``message_end``."""
+def _logged_at(log_text: str, words: str) -> tuple[float | None, str]:
+    """The time (epoch seconds) and message of the node's last logfmt line whose message has ``words``
+    right after the node's name ("node n stopped in 1.20s (...)")."""
     from datetime import datetime  # noqa: PLC0415
 
     for line in reversed(log_text.splitlines()):
-        if line.startswith("time=") and line.rstrip().endswith(f'{message_end}"'):
-            stamp = line.split()[0][len("time="):].replace("Z", "+00:00")
-            return datetime.fromisoformat(stamp).timestamp()
-    return None
+        start = line.find('msg="node ')
+        if line.startswith("time=") and start >= 0:
+            message = line[start + len('msg="'):].rstrip().removesuffix('"')
+            rest = message.split(" ", 2)[2:]  # after "node NAME"
+            if rest and f" {rest[0]}".startswith(words):
+                stamp = line.split()[0][len("time="):].replace("Z", "+00:00")
+                return datetime.fromisoformat(stamp).timestamp(), message
+    return None, ""
 
 
 def _round(value: float | None) -> float | None:

@@ -10,7 +10,8 @@ while ``KernelRib`` (alt_router/node/kernel_rib.py) mirrors the table into a ``R
 loop in this process.  Reported per phase: the reference time, ``ip``'s time with the reader
 running, the time until the ``Rib`` holds exactly the kernel's routes (from the same start), and
 ratio = that / the reference.  Then: the time of the initial dump of a full table into an empty
-``Rib`` (a node started beside a running zebra), the reader's counters (``overflow`` should be 0),
+``Rib`` (a node started beside a running zebra) and the RSS that table added (the FRR-mode
+Loc-RIB, ``rib/kernel_loc.py``), the reader's counters (``overflow`` should be 0),
 and the decode cost per message of ``rib/kernel_routes.py`` against pyroute2's parser on the same
 bytes (the reason the decoder is hand-written).
 
@@ -110,15 +111,23 @@ async def _measure(ns: str, add: str, delete: str, n: int) -> dict[str, object]:
             "ip_del_s": ip_del, "rib_del_s": rib_del, "cpu_del_s": cpu_del, "counters": counters}
 
 
-async def _initial_dump(ns: str, n: int) -> float:
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+async def _initial_dump(ns: str, n: int) -> tuple[float, int]:
+    """(seconds, RSS in KiB the full table added to this process: the FRR-mode Loc-RIB's size)."""
     rib = Rib(65000, [], [PeerInfo("b", 65001, (IPv4Address(GATEWAY),), max_prefix=n + 1)])
     krib = KernelRib(rib, lambda name: "b" if name == DEV else None, netns=ns)
+    rss0 = _rss_kb()
     t0 = time.monotonic()
     await krib.start()
     took = time.monotonic() - t0
     assert len(rib) == n, (len(rib), n)
+    rss = _rss_kb() - rss0
     krib.stop()
-    return took
+    return took, rss
 
 
 def _dump_bytes(ns: str, request: bytes) -> bytes:
@@ -171,7 +180,13 @@ def _decode_costs(links: bytes, data: bytes, n: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--routes", type=int, default=200_000, help="IPv4 /24s to add (default 200,000)")
+    ap.add_argument("--dump-only", metavar="NETNS", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.dump_only:
+        # A fresh interpreter: the RSS the table adds, without the heap the live phases left.
+        took, kb = asyncio.run(_initial_dump(args.dump_only, args.routes))
+        print(json.dumps([took, kb]))
+        return 0
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
     n = args.routes
@@ -185,13 +200,15 @@ def main() -> int:
             ref_del = _ip_alone(ns, delete)
             live = asyncio.run(_measure(ns, add, delete, n))
             _ip_alone(ns, add)
-            dump_s = asyncio.run(_initial_dump(ns, n))
+            out = subprocess.run([sys.executable, __file__, "--routes", str(n), "--dump-only", ns],
+                                 check=True, capture_output=True, text=True).stdout
+            dump_s, dump_kb = json.loads(out)
             links, routes = _dump_bytes(ns, dump_links_request(1)), _dump_bytes(ns, dump_routes_request(2))
             costs = _decode_costs(links, routes, n)
         finally:
             subprocess.run(["ip", "netns", "delete", ns], check=False)
     result.update({"ip_alone_add_s": ref_add, "ip_alone_del_s": ref_del, **live,
-                   "initial_dump_s": dump_s, **costs})
+                   "initial_dump_s": dump_s, "initial_dump_rss_mb": round(dump_kb / 1024, 1), **costs})
     print(json.dumps(result, indent=1), file=sys.stderr)
     rows = [("add", ref_add, live["ip_add_s"], live["rib_add_s"], live["cpu_add_s"]),
             ("delete", ref_del, live["ip_del_s"], live["rib_del_s"], live["cpu_del_s"])]
@@ -200,7 +217,8 @@ def main() -> int:
     for phase, ref, ip_s, rib_s, cpu_s in rows:
         assert isinstance(ip_s, float) and isinstance(rib_s, float) and isinstance(cpu_s, float)
         print(f"{phase:8} {ref:9.2f}s {ip_s:9.2f}s {rib_s:9.2f}s {rib_s / ref:6.2f}x {cpu_s:10.2f}s")
-    print(f"initial dump of {n:,} routes into an empty RIB: {dump_s:.2f}s")
+    print(f"initial dump of {n:,} routes into an empty RIB: {dump_s:.2f}s, RSS +{dump_kb / 1024:.1f} MB "
+          f"({dump_kb * 1024 / max(n, 1):.0f} bytes a route)")
     print(f"decode per message: alt_router {costs['alt_router_us_per_msg']:.2f} us, "
           f"pyroute2 {costs['pyroute2_us_per_msg']:.2f} us")
     counters = live["counters"]

@@ -7,7 +7,7 @@ Everything an operator can type into a URL is checked here and refused with an
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 from typing import Literal
@@ -15,7 +15,7 @@ from typing import Literal
 from alt_router.api.view import JsonDict, route_dict
 from alt_router.rib.paths import Path
 from alt_router.rib.rib import Rib
-from alt_router.types import Prefix
+from alt_router.types import IPAddress, Prefix
 
 MatchKind = Literal["exact", "longer", "shorter"]
 MATCH_KINDS: tuple[MatchKind, ...] = ("exact", "longer", "shorter")
@@ -197,6 +197,15 @@ def _peer_page(rib: Rib, adj: Mapping[str, Path], q: RoutesQuery) -> tuple[list[
     return out, len(adj)
 
 
+def _kernel_peer_page(rib: Rib, next_hops: Collection[IPAddress], q: RoutesQuery) -> tuple[list[Path], int]:
+    """FRR mode: a page of the Loc-RIB routes whose kernel next hop is one of the peer's tunnel
+    addresses (the routes FRR chose via that peer: its Adj-RIB-In is FRR's, not mirrored)."""
+    if q.prefix is None:
+        return rib.routes_via(next_hops, str(q.cursor) if q.cursor is not None else None, q.limit + 1)
+    order = _length_order if q.match == "shorter" else _address_order
+    return _page((p for p in _filtered_paths(rib, q) if p.next_hop in next_hops), q, order)
+
+
 def select_routes(rib: Rib, q: RoutesQuery) -> JsonDict:
     """The answer to GET /v1/routes: one page of Loc-RIB best paths, or of one peer's Adj-RIB-In
     with ``best`` flags.  ``next_cursor`` (the last prefix of this page) asks for the next page;
@@ -205,8 +214,12 @@ def select_routes(rib: Rib, q: RoutesQuery) -> JsonDict:
         state = rib.peer(q.peer)
         if state is None:
             raise ApiError(404, "unknown peer", repr(q.peer))
-        paths, total = _peer_page(rib, state.adj_in, q)
-        rows = [route_dict(p, best=rib.get(p.key) == p) for p in paths[: q.limit]]
+        if rib.mirrors_kernel:
+            paths, total = _kernel_peer_page(rib, frozenset(state.info.addresses), q)
+            rows = [route_dict(p, best=True) for p in paths[: q.limit]]
+        else:
+            paths, total = _peer_page(rib, state.adj_in, q)
+            rows = [route_dict(p, best=rib.get(p.key) == p) for p in paths[: q.limit]]
     elif q.prefix is None:
         paths = rib.routes_after(str(q.cursor) if q.cursor is not None else None, q.limit + 1)
         total = len(rib)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from pyroute2 import netns as pyroute2_netns
 
+from alt_router.rib.kernel_loc import SortedKeys, text_key
 from alt_router.rib.kernel_routes import (
     RT_TABLE_MAIN,
     RTMGRP_IPV4_ROUTE,
@@ -110,7 +111,9 @@ class KernelRib:
         # The running dump: its sequence number (0: none) and stage ("links", then "routes").
         self._dump_seq = 0
         self._stage = ""
-        self._seen: set[str] | None = None
+        # The prefixes (int keys, IPv4 and IPv6) a resynchronising dump has shown so far: sorted
+        # arrays, 8 bytes a route, filled in the dump's address order (appends).
+        self._seen: tuple[SortedKeys, SortedKeys] | None = None
         self._interrupted = False
         self._redumps = 0
         self._want_resync = False
@@ -127,6 +130,7 @@ class KernelRib:
         if self._sock is not None:
             raise RuntimeError("KernelRib is started already")
         loop = asyncio.get_running_loop()
+        self.rib.mirror_kernel()
         sock = self._open()
         self._sock, self._loop = sock, loop
         self._synced = loop.create_future()
@@ -251,8 +255,10 @@ class KernelRib:
         changes = decoded.changes
         if changes:
             if self._seen is not None:
-                self._seen.update(key for key, _ in changes)
-            self._counters["changes"] += self.rib.apply_kernel(changes)
+                seen4, seen6 = self._seen
+                for key, ikey, _ in changes:
+                    (seen6 if ":" in key else seen4).add(ikey)
+            self._counters["changes"] += self.rib.apply_kernel_routes(changes)
         if decoded.interrupted and self._stage == "routes":
             self._interrupted = True
         if decoded.links_lost:
@@ -296,7 +302,7 @@ class KernelRib:
     def _dump_stage_done(self) -> None:
         if self._stage == "links":
             self._stage = "routes"
-            self._seen = set()
+            self._seen = (SortedKeys(), SortedKeys(wide=True))
             self._interrupted = False
             self._send(dump_routes_request(self._next_seq(), self.decoder.table))
             return
@@ -311,10 +317,12 @@ class KernelRib:
             return
         self._redumps = 0
         if seen is not None:
-            gone = [path.key for path in self.rib.routes() if path.key not in seen]
+            seen4, seen6 = seen
+            gone = [(text_key(v6, ikey), ikey, None) for v6, ikey in self.rib.kernel_keys()
+                    if ikey not in (seen6 if v6 else seen4)]
             if gone:
                 self._counters["swept"] += len(gone)
-                self._counters["changes"] += self.rib.apply_kernel((key, None) for key in gone)
+                self._counters["changes"] += self.rib.apply_kernel_routes(gone)
         if self._synced is not None and not self._synced.done():
             self._synced.set_result(None)
         if self._want_resync:

@@ -1,11 +1,14 @@
-"""The kernel's ALT routes as RIB changes: rtnetlink messages in, ``(key, Path | None)`` out.
+"""The kernel's ALT routes as RIB changes: rtnetlink messages in, ``(key, int key, Via | None)`` out.
 
 FRR mode (issue 10): bgpd chooses the ALT routes, zebra installs them in the kernel table of the
 node's namespace (or of a kernel VRF), and ``node/kernel_rib.py`` reads that table back through
 netlink so the API and the Map-Resolver see the same RIB as in the ExaBGP mode.  This module is the
 pure half: it decodes the rtnetlink messages of RFC 3549 §3 (the layout of linux
 ``include/uapi/linux/{netlink,rtnetlink,if_link}.h``: ``nlmsghdr``, then ``rtmsg`` or ``ifinfomsg``,
-then ``rtattr``s) and turns each ALT route into a ``Path`` for ``Rib.apply_kernel``.
+then ``rtattr``s) and turns each ALT route into a change for ``Rib.apply_kernel_routes``: its
+prefix as canonical text and as an int (``rib/kernel_loc.py``), and a ``Via`` (peer, gateway and
+the time it was read) that every route of one ``feed`` through the same next hop shares, so a
+million routes make no object each beyond their transient text key.
 
 An ALT route is a unicast route of protocol ``RTPROT_BGP`` (186, what zebra installs BGP routes
 with) in the configured table.  Every other route is counted and ignored, among them the ``local``
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
+from alt_router.rib.kernel_loc import Hop, Via, path_of
 from alt_router.rib.paths import NO_ATTRIBUTES, Attributes, Path
 from alt_router.types import IPAddress
 
@@ -132,7 +136,8 @@ COUNTERS = (
 class Decoded:
     """What one ``feed`` found, in message order."""
 
-    changes: list[tuple[str, Path | None]] = field(default_factory=list)
+    # (canonical prefix, its int key ``network << 8 | length``, the route's via or None: withdrawn)
+    changes: list[tuple[str, int, Via | None]] = field(default_factory=list)
     # Sequence numbers whose dump ended (NLMSG_DONE) or failed (NLMSG_ERROR, with the errno).
     done: list[int] = field(default_factory=list)
     errors: list[tuple[int, int]] = field(default_factory=list)
@@ -141,6 +146,12 @@ class Decoded:
     # An interface that carried ALT routes went down or away.  The kernel flushes its IPv4 routes
     # without a RTM_DELROUTE each, so only a fresh dump shows what is left.
     links_lost: bool = False
+    # (ifindex, gateway, family) -> the Via of this batch: shared by its routes through that hop.
+    vias: dict[tuple[int, bytes, int], Via] = field(default_factory=dict)
+
+    def paths(self) -> list[tuple[str, Path | None]]:
+        """``changes`` as (prefix, Path or None): what the API would show (tests, tools)."""
+        return [(key, None if via is None else path_of(key, via)) for key, _, via in self.changes]
 
 
 class KernelRouteDecoder:
@@ -168,7 +179,7 @@ class KernelRouteDecoder:
         self.links: dict[int, tuple[str, bool]] = {}
         # (ifindex, gateway bytes, family) -> (peer, peer address, next hop): the per-route work of
         # naming the peer and building addresses, done once per next hop instead of once per route.
-        self._via: dict[tuple[int, bytes, int], tuple[str, IPAddress, IPAddress]] = {}
+        self._via: dict[tuple[int, bytes, int], Hop] = {}
         # Interfaces some ALT route went out of (a link lost among them asks for a resync).
         self._used: set[int] = set()
         # (message length << 16 | message type) -> the layout of ALT routes of that size and type.
@@ -192,8 +203,7 @@ class KernelRouteDecoder:
         hostmask4, hostmask6 = _HOSTMASK4, _HOSTMASK6
         from_bytes = int.from_bytes
         via_cache = self._via
-        make_path = Path.from_key
-        attributes = self.attributes
+        vias = out.vias
         slow = self._slow
         end = len(data)
         off = 0
@@ -218,30 +228,35 @@ class KernelRouteDecoder:
             if flags & NLM_F_DUMP_INTR:
                 out.interrupted = True
             dst_len, rflags, dst, gateway, oif = shape.pick(shape.values(data, body) + _PAD)
+            net = from_bytes(dst, "big")
             if shape.v6:
-                if dst_len > 128 or from_bytes(dst, "big") & hostmask6[dst_len]:
+                if dst_len > 128 or net & hostmask6[dst_len]:
                     counters["bad-prefix"] += 1
                     continue
                 key = ntop(AF_INET6, dst)
                 # inet_ntop writes RFC 5952 text like ipaddress does, except for the dotted forms.
                 key = key + suffix6[dst_len] if "." not in key else _key6(dst, dst_len)
             else:
-                if dst_len > 32 or from_bytes(dst, "big") & hostmask4[dst_len]:
+                if dst_len > 32 or net & hostmask4[dst_len]:
                     counters["bad-prefix"] += 1
                     continue
                 key = ntop(AF_INET, dst) + suffix4[dst_len]
             if shape.delete:
                 deletes += 1
-                changes.append((key, None))
+                changes.append((key, net << 8 | dst_len, None))
                 continue
             if rflags & RTM_F_CLONED:
                 counters["cloned"] += 1
                 continue
             routes += 1
-            via = via_cache.get((oif, gateway, shape.family))
+            hop_key = (oif, gateway, shape.family)
+            via = vias.get(hop_key)
             if via is None:
-                via = self._resolve(oif, gateway, shape.family, shape.family)
-            changes.append((key, make_path(key, via[0], via[1], via[2], via[0], attributes, now)))
+                hop = via_cache.get(hop_key)
+                if hop is None:
+                    hop = self._resolve(oif, gateway, shape.family, shape.family)
+                via = vias[hop_key] = (hop, now)
+            changes.append((key, net << 8 | dst_len, via))
         counters["messages"] += messages
         counters["route-messages"] += routes + deletes
         counters["alt-routes"] += routes
@@ -256,10 +271,10 @@ class KernelRouteDecoder:
         if mtype in (RTM_NEWROUTE, RTM_DELROUTE):
             if flags & NLM_F_DUMP_INTR:
                 out.interrupted = True
-            change = self._route(data, mtype, flags, body, mend, now)
+            change = self._route(data, mtype, flags, body, mend, now, out.vias)
             if change is not None:
                 counters["route-messages"] += 1
-                counters["alt-deletes" if change[1] is None else "alt-routes"] += 1
+                counters["alt-deletes" if change[2] is None else "alt-routes"] += 1
                 out.changes.append(change)
         elif mtype in (RTM_NEWLINK, RTM_DELLINK):
             counters["link-messages"] += 1
@@ -280,7 +295,8 @@ class KernelRouteDecoder:
 
     def _route(  # noqa: PLR0917
         self, data: bytes | bytearray | memoryview, mtype: int, flags: int, body: int, mend: int, now: float,
-    ) -> tuple[str, Path | None] | None:
+        vias: dict[tuple[int, bytes, int], Via],
+    ) -> tuple[str, int, Via | None] | None:
         """The general decoder of one route message; learns its layout for the fast path."""
         counters = self.counters
         if body + RTMSG_LEN > mend:
@@ -359,28 +375,30 @@ class KernelRouteDecoder:
         if (len(dst) != alen) if dst else dst_len:
             counters["bad-prefix"] += 1
             return None
+        net = int.from_bytes(dst, "big") if dst else 0
+        ikey = net << 8 | dst_len
         if family == AF_INET:
-            if dst and int.from_bytes(dst, "big") & _HOSTMASK4[dst_len]:
+            if net & _HOSTMASK4[dst_len]:
                 counters["bad-prefix"] += 1
                 return None
             key = (socket.inet_ntop(AF_INET, dst) if dst else "0.0.0.0") + _SUFFIX4[dst_len]
         else:
-            if dst and int.from_bytes(dst, "big") & _HOSTMASK6[dst_len]:
+            if net & _HOSTMASK6[dst_len]:
                 counters["bad-prefix"] += 1
                 return None
             key = _key6(dst, dst_len)
         if replaced:
             counters["other-protocol"] += 1
-            return key, None
+            return key, ikey, None
         if mtype == RTM_DELROUTE:
             if dst and not simple:
                 self._learn(mtype, mend - body, data, body, layout, family)
-            return key, None
+            return key, ikey, None
         if rtype != RTN_UNICAST:
             # A BGP route zebra made a blackhole is not a way into the ALT; if it replaced a
             # unicast one, that one is gone.
             counters["other-type"] += 1
-            return key, None
+            return key, ikey, None
         if rflags & RTM_F_CLONED:
             counters["cloned"] += 1
             return None
@@ -388,10 +406,14 @@ class KernelRouteDecoder:
             counters["ecmp"] += 1
         if dst and not simple:
             self._learn(mtype, mend - body, data, body, layout, family)
-        via = self._via.get((oif, gateway, gw_family))
+        hop_key = (oif, gateway, gw_family)
+        via = vias.get(hop_key)
         if via is None:
-            via = self._resolve(oif, gateway, gw_family, family)
-        return key, Path.from_key(key, via[0], via[1], via[2], via[0], self.attributes, now)
+            hop = self._via.get(hop_key)
+            if hop is None:
+                hop = self._resolve(oif, gateway, gw_family, family)
+            via = vias[hop_key] = (hop, now)
+        return key, ikey, via
 
     def _learn(  # noqa: PLR0917
         self, mtype: int, size: int, data: bytes | bytearray | memoryview, body: int,
@@ -437,7 +459,7 @@ class KernelRouteDecoder:
 
     def _resolve(
         self, oif: int, gateway: bytes, gw_family: int, family: int,
-    ) -> tuple[str, IPAddress, IPAddress]:
+    ) -> Hop:
         counters = self.counters
         if not oif:
             counters["no-interface"] += 1
@@ -457,11 +479,11 @@ class KernelRouteDecoder:
         next_hop = _address(gateway, gw_family) or _UNSPECIFIED[family]
         owner = peer if peer is not None else name
         address = self.peer_address(owner, family) if peer is not None and self.peer_address else None
-        via = (owner, address if address is not None else next_hop, next_hop)
+        hop: Hop = (owner, address if address is not None else next_hop, next_hop, owner, self.attributes)
         if not oif or oif in self.links:
             # Only a settled answer is cached: an unnamed interface gets its name from a later message.
-            self._via[(oif, gateway, gw_family)] = via
-        return via
+            self._via[(oif, gateway, gw_family)] = hop
+        return hop
 
     def _link(self, data: bytes | bytearray | memoryview, body: int, end: int, new: bool) -> bool:
         """Record an interface's name and state; True if one that carried ALT routes was lost."""

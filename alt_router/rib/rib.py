@@ -20,12 +20,13 @@ withdraws the routes still marked.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 
 from alt_router.rib.events import Event, EventStream, PeerDown, PeerUp, RouteChange
 from alt_router.rib.fib import FibKind
+from alt_router.rib.kernel_loc import Hop, KernelLoc, Via, int_key, path_of, text_key, via_of
 from alt_router.rib.paths import (
     AFI_IPV4,
     AFI_IPV6,
@@ -80,6 +81,11 @@ class Rib:
         # or another length), the forwarding fast path.  An attribute, not a method: with the FIB
         # an IPv4 lookup is a single Python call into the array closure (tree: straight to C).
         self.lookup_packed: Callable[[bytes], Path | None] = self._loc.lookup_packed_function()
+        # FRR mode (``mirror_kernel``): the Loc-RIB is this compact mirror of the kernel's table
+        # instead of ``_loc``, which then stays empty.
+        self._kernel: KernelLoc | None = None
+        # id(hop) -> [hop, routes through it] in the mirror: a peer's route count without a walk.
+        self._hops: dict[int, tuple[Hop, int]] = {}
 
     # --- peers ---------------------------------------------------------------
 
@@ -237,40 +243,127 @@ class Rib:
         """End of Route Refresh (RFC 7313 EoRR): sweep like End-of-RIB."""
         return self.end_of_rib(peer, afi)
 
+    @property
+    def mirrors_kernel(self) -> bool:
+        """FRR mode: the Loc-RIB mirrors the kernel's ALT table (``mirror_kernel``)."""
+        return self._kernel is not None
+
+    def mirror_kernel(self) -> None:
+        """Make the Loc-RIB a compact mirror of the kernel's ALT table (FRR mode, ``rib/kernel_loc.py``):
+        about 20 bytes a route instead of ~350, since zebra, not this RIB, chooses the routes.
+        Only ``apply_kernel`` writes it from then on; the Loc-RIB must be empty.  Idempotent."""
+        if self._kernel is not None:
+            return
+        if len(self._loc):
+            raise ValueError("the Loc-RIB must be empty to mirror the kernel's table")
+        loc = self._kernel = KernelLoc()
+        find = loc.lookup
+
+        def lookup_packed(packed: bytes) -> Path | None:
+            found = find(packed)
+            return None if found is None else path_of(found[0], found[1])
+
+        self.lookup_packed = lookup_packed
+
     def apply_kernel(self, changes: Iterable[tuple[str, Path | None]]) -> int:
+        """``apply_kernel_routes`` for ``(key, path)`` changes (``(key, None)`` removes ``key``)."""
+        out: list[tuple[str, int, Via | None]] = []
+        for key, path in changes:
+            out.append((key, int_key(key)[1], None if path is None else via_of(path)))
+        return self.apply_kernel_routes(out)
+
+    def apply_kernel_routes(self, changes: Iterable[tuple[str, int, Via | None]]) -> int:
         """FRR mode: make the Loc-RIB what the kernel's ALT table holds (``rib/kernel_routes.py``).
 
-        Each ``(key, path)`` sets the best path of canonical prefix ``key``; ``(key, None)`` removes
-        it.  bgpd applied the import policy and zebra chose the paths, so no Adj-RIB-In, filter or
-        best-path step runs: the table is written and a RouteChange published per real change,
-        which is all that lookups, /v1/routes and the event stream read.  A path equal to the one
-        held (a resynchronising dump) changes nothing and keeps its ``learned_at``.  Returns the
-        number of changes.
+        Each ``(key, ikey, via)`` sets the route of canonical prefix ``key`` (``ikey``: its int key,
+        ``kernel_loc.int_key``); ``via`` None removes it.  bgpd applied the import policy and zebra
+        chose the paths, so no Adj-RIB-In, filter or best-path step runs: the table is written and
+        a RouteChange published per real change, which is all that lookups, /v1/routes and the
+        event stream read.  A route through the same hop as the one held (a resynchronising dump)
+        changes nothing and keeps its ``learned_at``.  Returns the number of changes.
         """
-        v4, v6 = self._loc.v4, self._loc.v6
-        best4, best6 = self._best_v4, self._best_v6
+        self.mirror_kernel()
+        loc = self._kernel
+        assert loc is not None
+        get, put, delete = loc.get, loc.set, loc.delete
+        hops = self._hops
         publish = self._publish_quiet
         n = 0
-        for key, new in changes:
-            v6_key = ":" in key
-            found = (best6 if v6_key else best4)(key)
-            old = found if found is not None and found.key == key else None
+        for key, ikey, new in changes:
+            v6 = ":" in key
+            old = get(v6, ikey)
             if new is None:
                 if old is None:
                     continue
-                (v6 if v6_key else v4).delete_key(key)
-                publish(RouteChange("withdraw", key, old, None))
+                delete(v6, ikey)
+                self._count_hop(old[0], -1)
+                publish(RouteChange("withdraw", key, path_of(key, old), None))
             elif old is None:
-                (v6 if v6_key else v4).set_key(key, new, new=True)
-                publish(RouteChange("add", key, None, new))
-            elif old == new:
+                put(v6, ikey, new)
+                hop = new[0]
+                entry = hops.get(id(hop))
+                hops[id(hop)] = (hop, 1 if entry is None else entry[1] + 1)
+                publish(RouteChange("add", key, None, path_of(key, new)))
+            elif old[0] is new[0] or old[0] == new[0]:
                 continue
             else:
-                (v6 if v6_key else v4).set_key(key, new, new=False)
-                publish(RouteChange("change", key, old, new))
+                put(v6, ikey, new)
+                self._count_hop(old[0], -1)
+                self._count_hop(new[0], 1)
+                publish(RouteChange("change", key, path_of(key, old), path_of(key, new)))
             n += 1
         self.stats["kernel-changes"] += n
         return n
+
+    def _count_hop(self, hop: Hop, delta: int) -> None:
+        entry = self._hops.get(id(hop))
+        count = (0 if entry is None else entry[1]) + delta
+        if count > 0:
+            self._hops[id(hop)] = (hop, count)
+        else:
+            self._hops.pop(id(hop), None)
+
+    def kernel_keys(self) -> Iterator[tuple[bool, int]]:
+        """FRR mode: (IPv6?, int key) of every route, IPv4 then IPv6, each in address order."""
+        loc = self._kernel
+        if loc is None:
+            return
+        for v6 in (False, True):
+            for ikey in loc.keys(v6):
+                yield v6, ikey
+
+    def routes_via(
+        self, next_hops: Collection[IPAddress], after: str | None, limit: int,
+    ) -> tuple[list[Path], int]:
+        """FRR mode: up to ``limit`` routes after prefix ``after`` (None: from the start) whose next
+        hop is one of ``next_hops``, in address order, and how many such routes there are in all.
+
+        A page walks the table until it is full: cheap for a peer that carries much of it, up to a
+        walk of the whole table for one that carries a few routes."""
+        loc = self._kernel
+        if loc is None:
+            return [], 0
+        wanted = set(next_hops)
+        total = 0
+        chosen: set[int] = set()
+        for hop, count in self._hops.values():
+            if hop[2] in wanted:
+                total += count
+                chosen.add(id(hop))
+        out: list[Path] = []
+        if not chosen or limit <= 0:
+            return out, total
+        start: list[tuple[bool, int | None]] = [(False, None), (True, None)]
+        if after is not None:
+            v6, ikey = int_key(after)
+            start = [(True, ikey)] if v6 else [(False, ikey), (True, None)]
+        for v6, key in start:
+            for k, via in loc.items(v6, key):
+                if id(via[0]) in chosen:
+                    out.append(path_of(text_key(v6, k), via))
+                    if len(out) >= limit:
+                        return out, total
+        return out, total
 
     # --- queries -------------------------------------------------------------
 
@@ -284,18 +377,33 @@ class Rib:
         return self.lookup_packed(packed)
 
     def get(self, prefix: str | Prefix) -> Path | None:
-        return self._loc.get(prefix)
+        if self._kernel is None:
+            return self._loc.get(prefix)
+        p = as_prefix(prefix)
+        via = self._kernel.get(p.version == 6, int(p.network_address) << 8 | p.prefixlen)
+        return None if via is None else path_of(str(p), via)
+
+    def _kernel_ikey(self, prefix: str | Prefix) -> tuple[bool, int]:
+        p = as_prefix(prefix)
+        return p.version == 6, int(p.network_address) << 8 | p.prefixlen
 
     def paths(self, prefix: str | Prefix) -> list[Path]:
         """Every accepted path for exactly ``prefix``, best first."""
+        if self._kernel is not None:
+            best = self.get(prefix)
+            return [] if best is None else [best]
         cands = self._candidates(str(as_prefix(prefix)))
         best = best_path(cands, self._router_ids)
         return sorted(cands, key=lambda p: p is not best)
 
     def covering(self, prefix: str | Prefix) -> list[Path]:
+        if self._kernel is not None:
+            return [path_of(k, via) for k, via in self._kernel.covering(*self._kernel_ikey(prefix))]
         return [path for _, path in self._loc.covering(prefix)]
 
     def covered(self, prefix: str | Prefix) -> list[Path]:
+        if self._kernel is not None:
+            return [path_of(k, via) for k, via in self._kernel.covered(*self._kernel_ikey(prefix))]
         return [path for _, path in self._loc.covered(prefix)]
 
     def adj_rib_in(self, peer: str) -> dict[Prefix, Path]:
@@ -303,15 +411,24 @@ class Rib:
         return {} if state is None else {path.prefix: path for path in state.adj_in.values()}
 
     def routes(self) -> Iterator[Path]:
+        if self._kernel is not None:
+            for v6 in (False, True):
+                for k, via in self._kernel.items(v6):
+                    yield path_of(text_key(v6, k), via)
+            return
         yield from self._loc.v4.values()
         yield from self._loc.v6.values()
 
     def routes_after(self, after: str | None, limit: int) -> list[Path]:
         """A page of the Loc-RIB: up to ``limit`` best paths after prefix ``after`` (canonical text;
         None: from the start), IPv4 then IPv6, each in address order (see ``LpmTable.items_after``)."""
+        if self._kernel is not None:
+            return [path_of(k, via) for k, via in self._kernel.items_after(after, limit)]
         return [path for _, path in self._loc.items_after(after, limit)]
 
     def __len__(self) -> int:
+        if self._kernel is not None:
+            return len(self._kernel)
         return len(self._loc)
 
     # --- internals -----------------------------------------------------------

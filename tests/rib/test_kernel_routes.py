@@ -112,7 +112,7 @@ def decoder(table: int = 254) -> KernelRouteDecoder:
 def only_change(dec: KernelRouteDecoder, data: bytes, now: float = 1.0) -> tuple[str, Path | None]:
     out = dec.feed(data, now)
     assert len(out.changes) == 1, out
-    return out.changes[0]
+    return out.paths()[0]
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_the_fast_path_gives_what_the_general_decoder_gives() -> None:
     one_by_one = [c for m in messages for c in first.feed(m, 1.0).changes]
     at_once = second.feed(b"".join(messages), 1.0).changes
     assert one_by_one == at_once
-    assert [k for k, _ in at_once][-3:] == ["153.16.0.0/24", "153.16.1.0/24", "153.16.2.0/24"]
+    assert [k for k, _, _ in at_once][-3:] == ["153.16.0.0/24", "153.16.1.0/24", "153.16.2.0/24"]
     assert second.counters["alt-routes"] == 10 and second.counters["alt-deletes"] == 3
 
 
@@ -349,20 +349,20 @@ def test_rib_apply_kernel_publishes_each_real_change() -> None:
     rib = Rib(65000, [], [PeerInfo("b", 65001, (B_ADDR,))])
     dec = decoder()
     first = dec.feed(route("153.16.1.0/24", gateway="10.255.0.2") + route("2001:db8::/32", oif=4), 1.0)
-    assert rib.apply_kernel(first.changes) == 2
-    assert rib.lookup("153.16.1.9") == first.changes[0][1]
-    assert rib.lookup("2001:db8::1") == first.changes[1][1]
+    assert rib.apply_kernel_routes(first.changes) == 2
+    assert rib.lookup("153.16.1.9") == first.paths()[0][1]
+    assert rib.lookup("2001:db8::1") == first.paths()[1][1]
     seq = rib.stream.last_seq
     # The same routes again (a resynchronising dump): nothing changes, learned_at is kept.
     again = dec.feed(route("153.16.1.0/24", gateway="10.255.0.2"), 2.0)
-    assert rib.apply_kernel(again.changes) == 0
+    assert rib.apply_kernel_routes(again.changes) == 0
     assert rib.stream.last_seq == seq
     assert rib.get("153.16.1.0/24").learned_at == 1.0  # type: ignore[union-attr]
     # A new next hop is a change, a delete a withdrawal, a delete of nothing no event.
     moved = dec.feed(route("153.16.1.0/24", oif=4, gateway="10.0.0.9"), 3.0)
     gone = dec.feed(route("2001:db8::/32", mtype=RTM_DELROUTE) + route("10.9.0.0/16", mtype=RTM_DELROUTE),
                     4.0)
-    assert rib.apply_kernel(moved.changes + gone.changes) == 2
+    assert rib.apply_kernel_routes(moved.changes + gone.changes) == 2
     kinds = [(r.event.kind, r.event.key) for r in rib.stream.since(seq) if isinstance(r.event, RouteChange)]
     assert kinds == [("change", "153.16.1.0/24"), ("withdraw", "2001:db8::/32")]
     assert rib.lookup("153.16.1.9").peer == "c"  # type: ignore[union-attr]
