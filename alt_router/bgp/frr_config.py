@@ -23,12 +23,17 @@ are ``network`` statements under ``no bgp network import-check``: their routes l
 as ``local`` routes the node installs for the Map-Server, or nowhere, and BGP must announce them
 either way.  Aggregates are ``aggregate-address`` (``summary-only``, ``as-set`` as configured):
 FRR originates one while a more-specific is in its table, as ``alt_router.rib.aggregate`` does.
+
+A reload (SIGHUP) applies the difference between two rendered bgpd configs through vtysh
+(``bgpd_changes``), as frr-reload.py does for an integrated config: only the sessions it touches
+reset.  Our ASN, VRF, router-id and the other router-wide settings cannot change under a running
+bgpd without resetting every session anyway, so a change there asks for a bgpd restart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
@@ -276,3 +281,227 @@ def as_path(route: Mapping[str, Any]) -> list[list[int]]:
         out.append((bool(best.get("overall")) if isinstance(best, dict) else False, asns))
     out.sort(key=lambda item: not item[0])
     return [asns for _, asns in out]
+
+
+# --- reload: the difference between two rendered bgpd configs, as vtysh commands -----------------
+
+# Neighbor settings of which a neighbor has at most one: the new line replaces the old one in bgpd
+# (no ``no`` needed), keyed by the words after the address.  ``route-map NAME in`` keys on its
+# direction, ``timers connect`` apart from ``timers``.
+_ONE_PER_NEIGHBOR = frozenset({"remote-as", "description", "update-source", "timers", "password",
+                               "maximum-prefix"})
+# The session only learns these at its next OPEN (RFC 4271 §4.2: the hold time is negotiated
+# there): the touched session is reset so the new value applies now, as the config says.
+_RESET_AFTER = frozenset({"timers"})
+
+Context = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FrrChange:
+    """What a reload changes in a running bgpd (``bgpd_changes``).
+
+    ``restart``: why the change cannot be applied live (bgpd must restart, every session resets);
+    None when it can.  ``configure``: one vtysh run (``-c`` each) that applies it; ``clear``: one
+    vtysh run after it, the session resets and route refreshes the change needs.  ``touched``:
+    the neighbors whose configuration changed (added and removed ones included).
+    """
+
+    configure: tuple[str, ...] = ()
+    clear: tuple[str, ...] = ()
+    touched: tuple[str, ...] = ()
+    restart: str | None = None
+    filters: bool = False  # the inbound filters (prefix-lists, route-maps) changed
+
+    @property
+    def blocks(self) -> list[list[str]]:
+        """The vtysh runs, in order (each a list of ``-c`` commands)."""
+        return [list(b) for b in (self.configure, self.clear) if b]
+
+    @property
+    def empty(self) -> bool:
+        return self.restart is None and not self.configure and not self.clear
+
+
+@dataclass(slots=True)
+class _Parsed:
+    contexts: dict[Context, list[str]] = field(default_factory=dict)
+
+    def router(self) -> str | None:
+        return next((c[0] for c in self.contexts if len(c) == 1 and c[0].startswith("router bgp ")), None)
+
+
+def _parse(text: str) -> _Parsed:
+    """A rendered bgpd config as context -> lines (stripped, comments dropped).
+
+    Contexts: ``()`` for the top level, ``(route-map ...)``, ``(router bgp ...)`` and
+    ``(router bgp ..., address-family ...)``; the shape ``render_frr_config`` writes.
+    """
+    parsed = _Parsed({(): []})
+    stack: Context = ()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("!"):
+            continue
+        if line == "exit-address-family":
+            stack = stack[:1]
+        elif line == "exit":
+            stack = ()
+        elif not stack and line.startswith(("route-map ", "router bgp ")):
+            stack = (line,)
+            parsed.contexts.setdefault(stack, [])
+        elif len(stack) == 1 and stack[0].startswith("router bgp ") and line.startswith("address-family "):
+            stack = (stack[0], line)
+            parsed.contexts.setdefault(stack, [])
+        else:
+            parsed.contexts.setdefault(stack, []).append(line)
+    return parsed
+
+
+def _neighbor(line: str) -> str | None:
+    words = line.split()
+    return words[1] if len(words) > 2 and words[0] == "neighbor" else None
+
+
+def _key(line: str) -> str:
+    """Lines with the same key set the same thing: a new line replaces the old one in FRR."""
+    words = line.split()
+    if words[0] in ("ip", "ipv6") and words[1:2] == ["prefix-list"] and words[3:4] == ["seq"]:
+        return " ".join(words[:5])  # the entry is keyed by its sequence number
+    if words[0] == "hostname":
+        return "hostname"
+    if words[0] == "aggregate-address":
+        return " ".join(words[:2])  # bgpd replaces an aggregate's options in place
+    if _neighbor(line) is not None:
+        what = words[2]
+        if what == "timers" and words[3:4] == ["connect"]:
+            return " ".join(words[:4])
+        if what == "route-map":
+            return f"neighbor {words[1]} route-map {words[-1]}"
+        if what in _ONE_PER_NEIGHBOR:
+            return " ".join(words[:3])
+    return line
+
+
+def _context_commands(old: list[str], new: list[str], gone: set[str]) -> list[str]:
+    """Commands that turn ``old`` into ``new`` inside one context (entered by the caller).
+
+    New and changed lines first, in rendered order (a prefix-list is never empty in between), then
+    ``no`` for settings that are gone, in reverse order (undo the last first).  Lines of a
+    neighbor that is removed as a whole (``gone``) are left to its ``no neighbor``.
+    """
+    new_keys = {_key(line) for line in new}
+    old_set = set(old)
+    out = [line for line in new if line not in old_set]
+    for line in reversed(old):
+        if _neighbor(line) in gone or _key(line) in new_keys:
+            continue
+        out.append(f"no {line}")
+    return out
+
+
+def _restart_reason(old: _Parsed, new: _Parsed) -> str | None:
+    old_router, new_router = old.router(), new.router()
+    if old_router is None or new_router is None:
+        return "no 'router bgp' in the old or the new configuration"
+    if old_router != new_router:
+        return f"our ASN or VRF changed ({old_router!r} -> {new_router!r})"
+    defaults = [[line for line in p.contexts[()] if line.startswith("frr ")] for p in (old, new)]
+    if defaults[0] != defaults[1]:
+        return f"FRR defaults changed ({defaults[0]} -> {defaults[1]})"
+    settings = [[line for line in p.contexts[(old_router,)] if _neighbor(line) is None] for p in (old, new)]
+    if settings[0] != settings[1]:
+        ids = [[line for line in s if line.startswith("bgp router-id ")] for s in settings]
+        if ids[0] != ids[1]:
+            return f"router-id changed ({' '.join(ids[0])!r} -> {' '.join(ids[1])!r})"
+        changed = sorted(set(settings[0]) ^ set(settings[1]))
+        return f"router-wide BGP settings changed: {', '.join(changed)}"
+    return None
+
+
+def _vrf_of(router: str) -> str | None:
+    words = router.split()
+    return words[4] if len(words) >= 5 and words[3] == "vrf" else None
+
+
+def bgpd_changes(old: str, new: str) -> FrrChange:
+    """The vtysh commands that turn a running bgpd from config ``old`` into ``new`` (both rendered
+    by ``render_frr_config``), or the reason only a restart can.
+
+    Applied live: prefix-lists and route-maps (then a route refresh, ``soft in``, of every
+    session in the family whose filter changed, so routes now outside ``[eid].accept`` go and
+    ones now inside come: RFC 2918 route refresh, which FRR speaks by default), ``network`` and
+    ``aggregate-address`` lines, neighbors added (``neighbor X remote-as ...`` and the rest),
+    removed (``no neighbor X``: bgpd closes that session with a Cease) or changed.  bgpd itself
+    resets a session whose password, remote-as, update-source or families change; a changed
+    hold time only applies from the next OPEN, so that session is cleared.  Every other session
+    stays up.  Our ASN, VRF, router-id and the other router-wide settings: restart.
+    """
+    a, b = _parse(old), _parse(new)
+    reason = _restart_reason(a, b)
+    if reason is not None:
+        return FrrChange(restart=reason)
+    router = b.router()
+    assert router is not None  # checked by _restart_reason
+    old_neighbors = {n for line in a.contexts[(router,)] if (n := _neighbor(line)) is not None}
+    new_neighbors = {n for line in b.contexts[(router,)] if (n := _neighbor(line)) is not None}
+    gone = old_neighbors - new_neighbors
+    added = new_neighbors - old_neighbors
+    touched: set[str] = set(gone | added)
+    reset: set[str] = set()
+    configure: list[str] = []
+    filters_v4 = filters_v6 = False
+
+    top = _context_commands(a.contexts[()], b.contexts[()], gone)
+    for command in top:
+        words = command.removeprefix("no ").split()
+        filters_v4 |= words[0] == "ip" and words[1:2] == ["prefix-list"]
+        filters_v6 |= words[0] == "ipv6" and words[1:2] == ["prefix-list"]
+    configure += top
+    route_maps = sorted({c for p in (a, b) for c in p.contexts if c and c[0].startswith("route-map ")})
+    for context in route_maps:
+        before, after = a.contexts.get(context), b.contexts.get(context)
+        if before == after:
+            continue
+        filters_v4 = filters_v6 = True
+        if after is None:
+            configure.append(f"no {context[0]}")
+            continue
+        configure += [context[0], *_context_commands(before or [], after, gone), "exit"]
+
+    router_commands = [f"no neighbor {n}" for n in sorted(gone)]
+    router_commands += _context_commands(a.contexts[(router,)], b.contexts[(router,)], gone)
+    families = sorted({c for p in (a, b) for c in p.contexts if len(c) == 2 and c[0] == router})
+    for context in families:
+        commands = _context_commands(a.contexts.get(context, []), b.contexts.get(context, []), gone)
+        if commands:
+            router_commands += [context[1], *commands, "exit-address-family"]
+    for command in router_commands:
+        line = command.removeprefix("no ")
+        neighbor = _neighbor(line)
+        if neighbor is not None:
+            touched.add(neighbor)
+            if line.split()[2] in _RESET_AFTER and neighbor not in added:
+                reset.add(neighbor)
+    if router_commands:
+        configure += [router, *router_commands, "exit"]
+
+    clear: list[str] = []
+    vrf = show_vrf(_vrf_of(router))
+    clear += [f"clear bgp {vrf} {n}" for n in sorted(reset)]
+    for afi, changed in (("ipv4", filters_v4), ("ipv6", filters_v6)):
+        context = (router, f"address-family {afi} unicast")
+        active = sorted({n for line in b.contexts.get(context, []) if (n := _neighbor(line)) is not None}
+                        - added - reset)
+        if changed:
+            clear += [f"clear bgp {vrf} {afi} unicast {n} soft in" for n in active]
+    return FrrChange(
+        configure=("configure terminal", *configure) if configure else (),
+        clear=tuple(clear),
+        touched=tuple(sorted(touched, key=_address_order)),
+        filters=filters_v4 or filters_v6,
+    )
+
+
+def _address_order(address: str) -> tuple[int, str]:
+    return (":" in address, address)

@@ -303,6 +303,12 @@ class MapResolver:
             self.counters["negative-reply:eid-space-unrouted"] += 1
         return [SendUdp(itr, ecm.source_port, reply.encode(), sport=self.port)]
 
+    def set_eid_space(self, eid_space: Iterable[Prefix]) -> None:
+        """``[eid].accept`` changed by a config reload: negative replies follow at once (the
+        negative-prefix indexes hold the old space until rebuilt)."""
+        self.eid_space = tuple(eid_space)
+        self._index = self._outside_index = None
+
     def in_eid_space(self, eid: IPAddress) -> bool:
         return any(eid.version == p.version and eid in p for p in self.eid_space)
 

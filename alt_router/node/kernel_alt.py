@@ -399,12 +399,20 @@ def local_datagram(
 
 # --- forwarding ---------------------------------------------------------------------------------------
 
-def enable_forwarding(proc_sys: Path = Path("/proc/sys")) -> list[str]:
-    """Turn on IPv4 and IPv6 forwarding in this network namespace; the settings changed.
+def enable_forwarding(proc_sys: Path = Path("/proc/sys"), tunnels: Iterable[str] | None = None) -> list[str]:
+    """Turn on IPv4 and IPv6 forwarding in this network namespace, loosen a strict IPv4
+    ``rp_filter``; the settings changed.
 
     The kernel forwards the ALT datagrams in this mode, so it must route between the tunnels
     (and answer TTL expiry with ICMP Time Exceeded, RFC 1812 §5.3.1).  A setting that cannot
     be written is logged, not fatal: the node may run where an operator set it already.
+
+    An ALT datagram keeps the ITR's source address (RFC 6836 §3.3), which the node reaches over
+    the underlay, not over the tunnel the datagram came in on: strict reverse-path filtering
+    (``rp_filter`` = 1, RFC 3704 §2.2) drops it.  The kernel applies the larger of ``all`` and
+    the device's value, so ``all``, ``default`` (tunnels a reload adds) and the tunnels
+    (``tunnels``; None: the devices named as node/tunnels.py names them) go from 1 to 2, loose
+    (RFC 3704 §2.4); a setting of 0 or 2 is the operator's and stays.
     """
     changed: list[str] = []
     for name in FORWARDING_SYSCTLS:
@@ -420,4 +428,38 @@ def enable_forwarding(proc_sys: Path = Path("/proc/sys")) -> list[str]:
         changed.append(name.replace("/", "."))
     if changed:
         log.info("kernel ALT forwarding: set %s = 1 in this network namespace", ", ".join(changed))
+    return changed + _loosen_rp_filter(proc_sys, tunnels)
+
+
+RP_STRICT, RP_LOOSE = "1", "2"
+
+
+def _is_tunnel_name(name: str) -> bool:
+    """node/tunnels.py's tunnel_name: ``alt-<peer>``, or ``alt<index>`` when that is not a valid name."""
+    return name.startswith("alt-") or (name.startswith("alt") and name[3:].isdigit())
+
+
+def _loosen_rp_filter(proc_sys: Path, tunnels: Iterable[str] | None) -> list[str]:
+    conf = proc_sys / "net/ipv4/conf"
+    if tunnels is None:
+        try:
+            tunnels = sorted(p.name for p in conf.iterdir() if _is_tunnel_name(p.name))
+        except OSError:
+            tunnels = []
+    changed: list[str] = []
+    for device in ("all", "default", *tunnels):
+        path = conf / device / "rp_filter"
+        try:
+            if path.read_text().strip() != RP_STRICT:
+                continue
+            path.write_text(f"{RP_LOOSE}\n")
+        except OSError as exc:
+            if path.exists():
+                log.error("cannot loosen rp_filter on %s: %s; ALT datagrams arriving there from "
+                          "ITRs reached over the underlay are dropped", device, exc)
+            continue
+        changed.append(f"net.ipv4.conf.{device}.rp_filter")
+    if changed:
+        log.warning("kernel ALT forwarding: strict reverse-path filtering drops ALT datagrams (their "
+                    "source is the ITR): set %s = 2 (loose) in this network namespace", ", ".join(changed))
     return changed

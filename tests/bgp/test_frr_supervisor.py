@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from ipaddress import ip_network
+from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ run = Path(args[args.index("--vty_socket") + 1])
 commands = [args[i + 1] for i, a in enumerate(args) if a == "-c"]
 with open(run / "vtysh.log", "a") as log:
     log.write(" / ".join(commands) + "\\n")
-if any("bogus" in c for c in commands):
+if any("bogus" in c for c in commands) or (
+        (run / "refuse-config").exists() and commands[:1] == ["configure terminal"]):
     print("% Unknown command: bogus")
     sys.exit(1)
 if commands and commands[-1].endswith("summary json"):
@@ -246,7 +247,14 @@ def test_run_time_originations_use_vtysh_and_survive_a_restart(tmp_path: Path) -
     run(scenario)
 
 
-def test_reload_restarts_bgpd_only_when_its_config_changed(tmp_path: Path) -> None:
+def config_runs(sup: FrrSupervisor) -> list[str]:
+    """The vtysh runs that changed the config or reset sessions (the polls are ``show ...``)."""
+    path = sup.path("vtysh.log")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if line.startswith(("configure terminal", "clear "))]
+
+
+def test_reload_applies_a_removed_peer_live(tmp_path: Path) -> None:
     sup = supervisor(tmp_path)
 
     async def scenario() -> None:
@@ -254,13 +262,61 @@ def test_reload_restarts_bgpd_only_when_its_config_changed(tmp_path: Path) -> No
         try:
             bgpd = sup.pids()["bgpd"]
             assert not await sup.reload(node_a())
-            cfg = node_a()
-            cfg = cfg.__class__(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
-                                   "peers": cfg.peers[:1]})
-            assert await sup.reload(cfg)
+            assert config_runs(sup) == [] and sup.counters["reload-live"] == 0
+            cfg = dataclasses.replace(node_a(), peers=node_a().peers[:1])
+            assert not await sup.reload(cfg)  # no restart: b's session stays up
+            assert config_runs(sup) == [
+                "configure terminal / router bgp 65001 / no neighbor 10.255.2.2 / exit"]
+            assert sup.pids()["bgpd"] == bgpd
+            assert "10.255.2.2" not in sup.path("bgpd.conf").read_text()  # a later restart agrees
+            assert sup.counters["reload-live"] == 1 and sup.counters["reload-restart"] == 0
+            # A new hold time for b: its session is reset after the change (RFC 4271 §4.2).
+            assert not await sup.reload(dataclasses.replace(
+                cfg, peers=(dataclasses.replace(cfg.peers[0], hold_time=30),)))
+            assert config_runs(sup)[-2:] == [
+                "configure terminal / router bgp 65001 / neighbor 10.255.1.2 timers 10 30 / exit",
+                "clear bgp vrf default 10.255.1.2"]
+        finally:
+            await sup.stop()
+
+    run(scenario)
+
+
+def test_reload_restarts_bgpd_for_a_new_router_id(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path)
+    cfg = node_a()
+    moved = dataclasses.replace(cfg, node=dataclasses.replace(cfg.node, router_id=IPv4Address("192.0.2.99")))
+
+    async def scenario() -> None:
+        await sup.start()
+        try:
+            bgpd = sup.pids()["bgpd"]
+            assert await sup.reload(moved)
+            await until(lambda: sup.pids()["bgpd"] not in (None, bgpd) and sup.ready.is_set())
+            assert " bgp router-id 192.0.2.99\n" in sup.path("bgpd.conf").read_text()
+            assert config_runs(sup) == []
+            assert sup.restarts == {"zebra": 0, "bgpd": 0}  # a reload is not a crash
+            assert sup.counters["reload-restart"] == 1 and sup.counters["reload-live"] == 0
+        finally:
+            await sup.stop()
+
+    run(scenario)
+
+
+def test_reload_refused_by_vtysh_falls_back_to_a_restart(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path)
+    cfg = node_a()
+
+    async def scenario() -> None:
+        await sup.start()
+        try:
+            bgpd = sup.pids()["bgpd"]
+            sup.path("refuse-config").touch()
+            # bgpd may hold part of a refused change: only a restart makes it run the file again.
+            assert await sup.reload(dataclasses.replace(cfg, peers=cfg.peers[:1]))
             await until(lambda: sup.pids()["bgpd"] not in (None, bgpd) and sup.ready.is_set())
             assert "10.255.2.2" not in sup.path("bgpd.conf").read_text()
-            assert sup.restarts == {"zebra": 0, "bgpd": 0}  # a reload is not a crash
+            assert sup.counters["reload-restart"] == 1
         finally:
             await sup.stop()
 
@@ -318,11 +374,9 @@ def test_reload_of_announcements_alone_goes_through_vtysh(tmp_path: Path) -> Non
         try:
             bgpd = sup.pids()["bgpd"]
             assert not await sup.reload(more)  # no restart: the sessions stay up
-            await sup.settle()
-            changes = [line for line in sup.path("vtysh.log").read_text().splitlines()
-                       if line.startswith("configure terminal")]
-            assert sorted(c.rsplit(" / ", 1)[1] for c in changes) == [
-                "network 153.16.2.0/24", "no network 153.16.0.0/16"]
+            assert config_runs(sup) == [
+                "configure terminal / router bgp 65001 / address-family ipv4 unicast / "
+                "network 153.16.2.0/24 / no network 153.16.0.0/16 / exit-address-family / exit"]
             assert sup.pids()["bgpd"] == bgpd
             text = sup.path("bgpd.conf").read_text()
             assert "  network 153.16.2.0/24\n" in text and "  network 153.16.0.0/16\n" not in text

@@ -1,17 +1,16 @@
 """FrrSupervisor with the real FRR 8.4 in a namespace: SIGKILL of zebra or bgpd is recovered.
 
 The node's instance (zebra + bgpd, ``-N``, per-instance paths) peers over a veth with a plain
-FRR bgpd; after each SIGKILL the supervisor restarts what died (zebra: both, in order), the
-session comes back and zebra installs the peer's route in the kernel table again.
+FRR bgpd (topologies/frr/lab_veth.toml, node_one_peer.toml); after each SIGKILL the supervisor
+restarts what died (zebra: both, in order), the session comes back and zebra installs the peer's
+route in the kernel table again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,68 +19,30 @@ import pytest
 from alt_router.bgp.frr import FrrSupervisor
 from alt_router.bgp.frr_config import ESTABLISHED
 from alt_router.bgp.supervisor import Backoff
-from alt_router.lab import Lab, Topology, remove_lab
+from alt_router.lab import Lab
 from alt_router.lab.daemon_text import BgpPeer
 from alt_router.lab.daemons import start_frr
-from alt_router.node.config import parse_config
-from tests.conftest import require, require_tool, run_lab_name
+from tests.bgp.frr_netns import frr_lab_name, frr_state_root
+from tests.integration.topologies.frr_topology import frr_lab, frr_node
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-TOPOLOGY = """
-name = "{name}"
-[hosts.n]
-[hosts.p]
-[[links]]
-a = {{ host = "n", ifname = "eth0", addresses = ["10.0.0.1/30"] }}
-b = {{ host = "p", ifname = "eth0", addresses = ["10.0.0.2/30"] }}
-"""
-
-NODE = """
-[node]
-name = "n"
-asn = 65001
-router_id = "192.0.2.1"
-bgp = "frr"
-state_dir = "{state_dir}"
-[eid]
-accept = ["153.16.0.0/12"]
-announce = ["153.16.0.0/16"]
-[[peers]]
-name = "p"
-asn = 65002
-hold_time = 9
-families = ["ipv4"]
-underlay = {{ local = "198.51.100.1", remote = "198.51.100.2" }}
-tunnel = {{ local_ipv4 = "10.0.0.1/30", remote_ipv4 = "10.0.0.2" }}
-"""
 LEARNED = "153.17.0.0/16"
 
 
 @pytest.fixture
 def lab_name() -> Iterator[str]:
-    require(os.geteuid() == 0, "needs root for network namespaces")
-    require_tool("ip")
-    require_tool("bgpd", "/usr/lib/frr/bgpd")
-    require_tool("zebra", "/usr/lib/frr/zebra")
-    require_tool("vtysh")
-    name = run_lab_name("frrsup")
-    remove_lab(name)
-    yield name
-    remove_lab(name)
+    yield from frr_lab_name("frrsup")
 
 
 @pytest.fixture
 def state_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="alt-router-frr-"))
-    root.chmod(0o755)  # zebra and bgpd run as frr and must reach their directory
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    yield from frr_state_root()
 
 
 def test_sigkill_of_zebra_and_bgpd_is_recovered(lab_name: str, state_root: Path, tmp_path: Path) -> None:
-    config = parse_config(NODE.format(state_dir=state_root / "n"))
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=lab_name)), workdir=tmp_path) as lab:
+    config = frr_node("node_one_peer.toml", state_dir=state_root / "n")
+    with Lab(frr_lab("lab_veth.toml", lab_name), workdir=tmp_path) as lab:
         start_frr(lab, "p", asn=65002, router_id="10.0.0.2", peers=[BgpPeer("10.0.0.1", 65001)],
                   networks=[LEARNED])
         sup = FrrSupervisor(config, config.node.state_dir / "frr", pathspace=f"{lab_name}-n",

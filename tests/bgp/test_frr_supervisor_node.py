@@ -1,5 +1,7 @@
 """``Node`` in ``[node] bgp = "frr"`` mode, with stand-in zebra/bgpd/vtysh (no root, no FRR needed).
 
+The node is topologies/frr/node_stand_in.toml (peers b and c).
+
 The node starts its FRR instance instead of ExaBGP and the bridge, routes ``announce``/``withdraw``
 to vtysh, marks peers up or down in its RIB from FRR's summary JSON, and shows FRR in its status.
 """
@@ -17,10 +19,11 @@ import pytest
 from alt_router.bgp.bridge import SOCKET_NAME
 from alt_router.node import frr_mode
 from alt_router.node import mapping as node_mapping
-from alt_router.node.config import parse_config
+from alt_router.node.config import NodeConfig
 from alt_router.node.daemon import Node
 from alt_router.rib import PeerInfo, Rib
 from tests.bgp.test_frr_supervisor import FAST, make_bin, until
+from tests.integration.topologies.frr_topology import frr_node
 
 
 class FakeLocalRoutes:
@@ -55,35 +58,13 @@ class FakeKernelRoutes:
         return {"routes": 0}
 
 
-def config_text(state_dir: Path, bin_dir: Path) -> str:
-    return f"""
-[node]
-name = "f"
-asn = 65001
-router_id = "192.0.2.1"
-state_dir = "{state_dir}"
-bgp = "frr"
-[eid]
-accept = ["153.16.0.0/12"]
-announce = ["153.16.0.0/16"]
-[api]
-port = {21000 + os.getpid() % 20000}
-[frr]
-bin_dir = "{bin_dir}"
-vtysh = "{bin_dir / 'vtysh'}"
-[[peers]]
-name = "b"
-asn = 65002
-families = ["ipv4"]
-underlay = {{ local = "10.50.0.2", remote = "10.50.0.1" }}
-tunnel = {{ local_ipv4 = "10.255.1.1/30", remote_ipv4 = "10.255.1.2" }}
-[[peers]]
-name = "c"
-asn = 65003
-families = ["ipv4"]
-underlay = {{ local = "10.50.0.2", remote = "10.50.0.3" }}
-tunnel = {{ local_ipv4 = "10.255.2.1/30", remote_ipv4 = "10.255.2.2" }}
-"""
+def node_config(state_dir: Path, bin_dir: Path, *, vrf: str | None = None) -> NodeConfig:
+    """topologies/frr/node_stand_in.toml, run by the stand-in scripts in ``bin_dir``."""
+    frr: dict[str, str | int] = {"bin_dir": str(bin_dir), "vtysh": str(bin_dir / "vtysh")}
+    if vrf is not None:
+        frr["vrf"] = vrf
+    return frr_node("node_stand_in.toml", state_dir=state_dir, frr=frr,
+                    api={"port": 21000 + os.getpid() % 20000})
 
 
 def config_commands(log: Path) -> list[str]:
@@ -109,7 +90,7 @@ def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernelRoutes:
 
 def test_frr_mode_node(tmp_path: Path, kernel: FakeKernelRoutes) -> None:
     bin_dir = make_bin(tmp_path)
-    node = Node(parse_config(config_text(tmp_path / "state", bin_dir)), with_tunnels=False, backoff=FAST)
+    node = Node(node_config(tmp_path / "state", bin_dir), with_tunnels=False, backoff=FAST)
     assert node.frr is not None
     assert node.hook is None  # no userspace forwarder: the kernel forwards ALT datagrams
     node.frr.supervisor.user = os.environ.get("USER") or "root"
@@ -156,7 +137,7 @@ def test_site_prefixes_announced_before_a_restart_are_in_the_first_config(
     tmp_path: Path, kernel: FakeKernelRoutes,
 ) -> None:
     bin_dir = make_bin(tmp_path)
-    config = parse_config(config_text(tmp_path / "state", bin_dir))
+    config = node_config(tmp_path / "state", bin_dir)
     node = Node(config, with_tunnels=False, backoff=FAST)
     assert node.frr is not None
     node.frr.supervisor.user = os.environ.get("USER") or "root"
@@ -215,8 +196,7 @@ def test_vrf_setup_enslaves_the_tunnels_and_finds_the_table() -> None:
 
 def test_frr_mode_with_a_vrf_reads_the_vrfs_table(tmp_path: Path, kernel: FakeKernelRoutes) -> None:
     bin_dir = make_bin(tmp_path)
-    text = config_text(tmp_path / "state", bin_dir).replace("[frr]\n", '[frr]\nvrf = "alt"\n')
-    config = parse_config(text)
+    config = node_config(tmp_path / "state", bin_dir, vrf="alt")
     ipr = FakeIpr()
     rib = Rib(65001, config.eid.accept, [])
     tables: list[int] = []
@@ -243,7 +223,7 @@ def test_frr_mode_with_a_vrf_reads_the_vrfs_table(tmp_path: Path, kernel: FakeKe
 
 def test_peer_states_from_frr_mark_peers_up_and_down_in_the_rib(tmp_path: Path) -> None:
     """RFC 4271 §8: only an Established session is up; any other FRR state (max-prefix, Idle) is down."""
-    config = parse_config(config_text(tmp_path / "state", tmp_path))
+    config = node_config(tmp_path / "state", tmp_path)
     rib = Rib(65001, config.eid.accept, [PeerInfo(p.name, p.asn, p.tunnel.remotes) for p in config.peers])
     mode = frr_mode.FrrMode(config, rib, {"b": "alt-b", "c": "alt-c"}, clock=lambda: 5.0)
     mode.apply_states({"10.255.1.2": "Established", "10.255.2.2": "Active"})
@@ -260,8 +240,7 @@ def test_peer_states_from_frr_mark_peers_up_and_down_in_the_rib(tmp_path: Path) 
 def test_a_vrf_node_sends_and_installs_local_routes_in_the_vrf(tmp_path: Path,
                                                                kernel: FakeKernelRoutes) -> None:
     """[frr] vrf: the Map-Resolver's raw sockets and the local routes follow the ALT into the VRF."""
-    text = config_text(tmp_path / "state", tmp_path).replace("[frr]\n", '[frr]\nvrf = "alt"\n')
-    node = Node(parse_config(text), with_tunnels=False, backoff=FAST)
+    node = Node(node_config(tmp_path / "state", tmp_path, vrf="alt"), with_tunnels=False, backoff=FAST)
     assert node.mapping is not None
     assert node.mapping.kernel_sender is not None and node.mapping.kernel_sender.vrf == "alt"
     assert isinstance(node.mapping.local_routes, FakeLocalRoutes) and node.mapping.local_routes.vrf == "alt"

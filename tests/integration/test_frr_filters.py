@@ -1,8 +1,9 @@
 """FRR mode (``[node] bgp = "frr"``, issue 10): the node's own FRR enforces the ExaBGP mode's filters.
 
 The node's FRR instance (``FrrSupervisor`` with the config ``frr_config`` renders from a node
-TOML) runs in namespace ``n``; a plain FRR bgpd in ``p`` peers with it over a veth (no GRE is
-needed to show the filters) on three sessions, one per filter that a session can show:
+TOML, topologies/frr/node_three_peers.toml) runs in namespace ``n``; a plain FRR bgpd in ``p``
+peers with it over a veth (topologies/frr/lab_veth.toml: no GRE is needed to show the filters) on
+three sessions, one per filter that a session can show:
 
 * p1 announces a control prefix inside the EID space, (a) a prefix whose AS_PATH holds the
   node's own AS, and (b) a prefix outside ``[eid].accept``: only the control prefix is accepted
@@ -16,6 +17,7 @@ needed to show the filters) on three sessions, one per filter that a session can
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,59 +26,14 @@ import pytest
 
 from alt_router.bgp.frr import FrrSupervisor
 from alt_router.bgp.frr_config import ESTABLISHED, peer_states
-from alt_router.lab import Lab, Topology
+from alt_router.lab import Lab
 from alt_router.lab.daemons import start_frr
-from alt_router.node.config import parse_config
+from alt_router.node.config import NodeConfig
+from tests.bgp.frr_netns import until
 from tests.conftest import require_tool
+from tests.integration.topologies.frr_topology import frr_lab, frr_node
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-TOPOLOGY = """
-name = "{name}"
-[hosts.n]
-[hosts.p]
-[[links]]
-a = {{ host = "n", ifname = "eth0", addresses = ["10.0.0.1/30", "10.0.0.5/30", "10.0.0.9/30"] }}
-b = {{ host = "p", ifname = "eth0", addresses = ["10.0.0.2/30", "10.0.0.6/30", "10.0.0.10/30"] }}
-"""
-
-NODE = """
-[node]
-name = "n"
-asn = 65001
-router_id = "192.0.2.1"
-bgp = "frr"
-state_dir = "{state_dir}"
-
-[eid]
-accept = ["153.16.0.0/12"]
-
-[[peers]]
-name = "p1"
-asn = 65002
-hold_time = 9
-families = ["ipv4"]
-underlay = {{ local = "198.51.100.1", remote = "198.51.100.2" }}
-tunnel = {{ local_ipv4 = "10.0.0.1/30", remote_ipv4 = "10.0.0.2" }}
-
-[[peers]]
-name = "p2"
-asn = 65002
-hold_time = 9
-max_prefix = 5
-families = ["ipv4"]
-underlay = {{ local = "198.51.100.1", remote = "198.51.100.3" }}
-tunnel = {{ local_ipv4 = "10.0.0.5/30", remote_ipv4 = "10.0.0.6" }}
-
-[[peers]]
-name = "p3"
-asn = 65002
-hold_time = 9
-md5_password = "right-password"
-families = ["ipv4"]
-underlay = {{ local = "198.51.100.1", remote = "198.51.100.4" }}
-tunnel = {{ local_ipv4 = "10.0.0.9/30", remote_ipv4 = "10.0.0.10" }}
-"""
 
 CONTROL = "153.16.10.0/24"
 OWN_AS = "153.16.20.0/24"
@@ -118,6 +75,15 @@ exit
 """
 
 
+def filter_node(state_dir: Path) -> NodeConfig:
+    """topologies/frr/node_three_peers.toml with one filter per session: p2's max-prefix, p3's MD5."""
+    config = frr_node("node_three_peers.toml", state_dir=state_dir)
+    p1, p2, p3 = config.peers
+    p2 = dataclasses.replace(p2, max_prefix=5)
+    p3 = dataclasses.replace(p3, md5_password="right-password")
+    return dataclasses.replace(config, peers=(p1, p2, p3))
+
+
 def peer_config(password: str) -> str:
     sessions = (("10.0.0.1", "10.0.0.2", "TO-P1", None), ("10.0.0.5", "10.0.0.6", "TO-P2", None),
                 ("10.0.0.9", "10.0.0.10", "TO-P3", password))
@@ -134,16 +100,6 @@ def peer_config(password: str) -> str:
                        networks="\n".join(networks), activate="\n".join(activate))
 
 
-async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 30.0,
-                detail: Callable[[], Awaitable[Any]] | None = None) -> None:
-    """Poll ``check`` (the async twin of alt_router.lab.wait_until) until true or ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            extra = await detail() if detail is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {extra}")
-        await asyncio.sleep(0.2)
 
 
 def test_frr_mode_enforces_the_filters(
@@ -153,8 +109,8 @@ def test_frr_mode_enforces_the_filters(
     require_tool("zebra", "/usr/lib/frr/zebra")
     require_tool("vtysh")
     name = lab_names("frrflt")
-    config = parse_config(NODE.format(state_dir=lab_root / "n"), source="test_frr_filters")
-    with Lab(Topology.from_toml(TOPOLOGY.format(name=name)), workdir=tmp_path) as lab:
+    config = filter_node(lab_root / "n")
+    with Lab(frr_lab("lab_veth.toml", name), workdir=tmp_path) as lab:
         peer = start_frr(lab, "p", asn=65002, router_id="10.0.0.2", peers=[],
                          config=peer_config("wrong-password"))
         sup = FrrSupervisor(config, config.node.state_dir / "frr", pathspace=f"{name}-n",

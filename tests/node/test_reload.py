@@ -4,6 +4,7 @@ applying new and removed peers and Map-Server sites (no tunnels, no ExaBGP: the 
 from __future__ import annotations
 
 import dataclasses
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from alt_router.node.config import NodeConfig, parse_config
 from alt_router.node.daemon import Node
 from alt_router.node.reload import plan
+from alt_router.node.view import DaemonView
 from alt_router.types import Prefix
 
 from .test_daemon_core import CONFIG, state, update
@@ -132,3 +134,131 @@ def test_an_invalid_config_is_refused_and_nothing_changes(node: Node, tmp_path: 
     result = node.reload()
     assert result.restart == ("config invalid",) and not result.live_changes
     assert [p.name for p in node.config.peers] == ["a", "c"]
+
+
+# --- [node] bgp = "frr": bgpd takes a peer's password, ASN, hold time and [eid].accept live ---------
+
+MODE = 'state_dir = "/nonexistent"'
+FRR = CONFIG.replace(MODE, MODE + '\nbgp = "frr"')
+# Each FRR_LIVE_PEER_KEYS change to peer a, in the file's words.
+A_PEER = 'name = "a"\nasn = 65001\nmax_prefix = 3\n'
+PEER_CHANGES = {
+    "md5_password": A_PEER + 'md5_password = "s3cret"\n',
+    "hold_time": A_PEER + "hold_time = 30\n",
+    "asn": A_PEER.replace("65001", "65011"),
+    "description": A_PEER + 'description = "to a"\n',
+    "families": A_PEER + 'families = ["ipv4"]\n',
+}
+NARROW = 'accept = ["153.17.0.0/16", "2001:db8::/32"]'  # still holds announce and the site
+WIDE = 'accept = ["153.16.0.0/12", "2001:db8::/32"]'
+
+
+@pytest.mark.parametrize("key", sorted(PEER_CHANGES))
+def test_frr_mode_applies_a_peers_session_settings_live(key: str) -> None:
+    """FRR mode: bgpd takes the change per session (bgp/frr_config.bgpd_changes; a new password
+    resets that session, RFC 2385; a hold time applies from the next OPEN, RFC 4271 §4.2)."""
+    p = plan(cfg(FRR), cfg(FRR.replace(A_PEER, PEER_CHANGES[key])))
+    assert [x.name for x in p.peers_updated] == ["a"] and p.restart == ()
+    assert p.summary() == "peers updated a"
+
+
+@pytest.mark.parametrize("key", sorted(PEER_CHANGES))
+def test_exabgp_mode_still_restarts_for_a_peers_session_settings(key: str) -> None:
+    p = plan(cfg(CONFIG), cfg(CONFIG.replace(A_PEER, PEER_CHANGES[key])))
+    assert p.peers_updated == () and p.restart == ("peers changed: a",)
+
+
+def test_frr_mode_a_peers_tunnel_change_is_still_a_tunnel_change() -> None:
+    tunnel = FRR.replace('remote = "10.30.0.3"', 'remote = "10.30.0.9"')
+    p = plan(cfg(FRR), cfg(tunnel))
+    assert p.peers_updated == () and p.restart == ("peers changed: c",)
+    # With a password change beside it, the tunnel change still decides.
+    p = plan(cfg(FRR), cfg(tunnel.replace(A_PEER, PEER_CHANGES["md5_password"]).replace(
+        'name = "c"\n', 'name = "c"\nmd5_password = "x"\n')))
+    assert [x.name for x in p.peers_updated] == ["a"] and p.restart == ("peers changed: c",)
+    p = plan(cfg(FRR), cfg(FRR.replace('name = "c"\n', 'name = "c"\nkey = 7\n')))  # the GRE key
+    assert p.restart == ("peers changed: c",)
+
+
+def test_frr_mode_applies_eid_accept_live_exabgp_mode_restarts() -> None:
+    p = plan(cfg(FRR), cfg(FRR.replace(WIDE, NARROW)))
+    assert p.accept is not None and [str(x) for x in p.accept] == ["153.17.0.0/16", "2001:db8::/32"]
+    assert p.restart == () and p.live_changes
+    assert p.summary() == "eid.accept 153.17.0.0/16, 2001:db8::/32"
+    p = plan(cfg(CONFIG), cfg(CONFIG.replace(WIDE, NARROW)))
+    assert p.accept is None and p.restart == ("eid.accept changed",)
+
+
+def test_frr_mode_frr_section_aggregates_and_node_keys_need_a_restart() -> None:
+    p = plan(cfg(FRR), cfg(FRR + '\n[frr]\nvrf = "alt"\n'))
+    assert p.restart == ("[frr] changed",)
+    # The ExaBGP mode runs no FRR: its [frr] section means nothing there, as before.
+    assert plan(cfg(CONFIG), cfg(CONFIG + '\n[frr]\nvrf = "alt"\n')).restart == ()
+    agg = '\n[[eid.aggregates]]\nprefix = "153.17.0.0/16"\n'
+    with_agg = FRR.replace(WIDE, WIDE + agg)
+    assert plan(cfg(FRR), cfg(with_agg)).restart == ("eid.aggregates changed",)
+    p = plan(cfg(FRR), cfg(FRR.replace('asn = 65002', 'asn = 65012')))
+    assert p.restart == ("node.asn changed",)
+    # Switching the speaker is decided by the running mode's rules plus the restart it needs.
+    p = plan(cfg(CONFIG), cfg(FRR.replace(A_PEER, PEER_CHANGES["md5_password"])))
+    assert p.restart == ("node.bgp changed", "peers changed: a")
+
+
+FRR_MR = FRR + "\n[map_resolver]\n"
+
+
+@pytest.fixture
+def frr_node(tmp_path: Path) -> Node:
+    """An FRR-mode node, not started: ``FrrMode.reload`` outside a loop only records the config
+    bgpd would get (the vtysh side is tests/bgp/test_frr_reload*.py)."""
+    return Node(cfg(FRR_MR, tmp_path), with_tunnels=False)
+
+
+def test_frr_mode_node_reload_hands_bgpd_the_peers_new_settings(frr_node: Node, tmp_path: Path) -> None:
+    changed = FRR_MR.replace(A_PEER, PEER_CHANGES["asn"]).replace(
+        'name = "c"\nasn = 65003\n', 'name = "c"\nasn = 65003\nmd5_password = "s3cret"\nhold_time = 30\n')
+    result = frr_node.reload(cfg(changed, tmp_path))
+    assert result.restart == () and [p.name for p in result.peers_updated] == ["a", "c"]
+    assert frr_node.frr is not None
+    bgpd = frr_node.frr.supervisor.render().bgpd
+    assert " neighbor 10.255.1.1 remote-as 65011\n" in bgpd
+    assert " neighbor 10.255.2.2 password s3cret\n" in bgpd and " neighbor 10.255.2.2 timers 10 30\n" in bgpd
+    # What the node shows follows: /v1/peers, the status file, the config the poll reads.
+    peers = {p["name"]: p for p in DaemonView(frr_node).peers()}
+    assert peers["a"]["asn"] == 65011 and peers["c"]["asn"] == 65003
+    assert frr_node.status(routes=False)["peers"]["a"]["asn"] == 65011
+    assert frr_node.frr.config.peer("c").md5_password == "s3cret"  # type: ignore[union-attr]
+    assert frr_node.rib.policy.next_hop_peer(ip_address("10.255.1.1")).asn == 65011
+
+
+def test_frr_mode_node_reload_narrows_the_eid_space_everywhere(frr_node: Node, tmp_path: Path) -> None:
+    mr = frr_node.mapping.mr if frr_node.mapping is not None else None
+    eid = ip_address("153.16.0.1")
+    assert mr is not None and mr.in_eid_space(eid)
+    # Built before the reload: the negative reply's prefix for an unrouted EID is the space's.
+    assert str(mr.negative_prefix(eid)) == "153.16.0.0/12"
+    result = frr_node.reload(cfg(FRR_MR.replace(WIDE, NARROW), tmp_path))
+    assert result.restart == () and result.accept is not None
+    assert [str(p) for p in frr_node.config.eid.accept] == ["153.17.0.0/16", "2001:db8::/32"]
+    assert frr_node.frr is not None
+    bgpd = frr_node.frr.supervisor.render().bgpd
+    assert "ip prefix-list ALT-EID-V4 seq 5 permit 153.17.0.0/16 le 32\n" in bgpd
+    # The node's own import policy and the Map-Resolver (the 1-minute outage TTL only inside the
+    # EID space; outside it RFC 9301 §8.4's 15 minutes) follow.
+    assert not frr_node.rib.policy.accepts_prefix(ip_network("153.16.0.0/16"))
+    assert frr_node.rib.policy.accepts_prefix(ip_network("153.17.1.0/24"))
+    assert not mr.in_eid_space(eid)
+    assert frr_node.mapping is not None and frr_node.mapping.mr is mr  # its counters and limits kept
+    # Now outside: the least-specific prefix around the EID that hides none of the new space (§8.4).
+    assert str(mr.negative_prefix(eid)) == "153.16.0.0/16"
+
+
+def test_exabgp_mode_node_reload_keeps_the_old_settings_where_a_restart_is_needed(
+    node: Node, tmp_path: Path,
+) -> None:
+    result = node.reload(cfg(CONFIG.replace(A_PEER, PEER_CHANGES["asn"]).replace(WIDE, NARROW) + SITES,
+                             tmp_path))
+    assert result.restart == ("eid.accept changed", "peers changed: a")
+    assert node.config.peer("a").asn == 65001  # type: ignore[union-attr]
+    assert [str(p) for p in node.config.eid.accept] == ["153.16.0.0/12", "2001:db8::/32"]
+    assert node.rib.policy.accepts_prefix(ip_network("153.16.0.0/16"))
