@@ -327,15 +327,28 @@ def settle(lab: Lab, timeout: float = 30.0) -> None:
     wait_until(quiet, timeout, interval=0.2, what="the previous run's datagrams drained")
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores spent on anything but idle and I/O wait (/proc/stat): softirq included."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
 def blast(lab: Lab, mode: str, seconds: float, rate: float = 0) -> dict[str, float]:
     ifname, dst = ("eth-m", "10.70.0.1") if mode == "gre" else ("eth-k", "unused")
     before = rx(lab, "r", ifname)
+    busy = machine_busy()
     out = lab.exec("s", [PY, "-c", SENDER, mode, dst, str(rate), str(seconds)], timeout=seconds + 60).stdout
     time.sleep(0.3)  # the last datagrams still in flight
     got = rx(lab, "r", ifname) - before
+    busy = machine_busy() - busy
     doc = json.loads(out)
+    # Where a hop's work is all in the kernel it runs on whatever core delivers the packet (the
+    # sender's, on a veth), so its process's CPU says nothing; the machine's busy time per datagram
+    # delivered (sender, hop and receiver together, the sender's share alike for every hop) does,
+    # on a machine with nothing else running.
     return {"sent": doc["sent"], "received": got, "sent_per_s": doc["sent"] / doc["seconds"],
-            "received_per_s": got / doc["seconds"], "seconds": doc["seconds"], "_rx_before": before}
+            "received_per_s": got / doc["seconds"], "seconds": doc["seconds"], "_rx_before": before,
+            "machine_cpu_us_per_datagram": 1e6 * busy / got if got else float("nan")}
 
 
 def latency(
@@ -375,7 +388,8 @@ FRR_HOP_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
 FRR_ROUTE = ["ip", "route", "replace", "153.16.0.0/16", "via", "10.255.2.2", "dev", "alt-r", "proto", "bgp"]
 
 
-def start_frr_node(lab: Lab, tmp: Path, tree: str | None = None) -> ProcessHandle | None:
+def start_frr_node(lab: Lab, tmp: Path, tree: str | None = None,
+                   tunnel_mode: str = "userspace") -> ProcessHandle | None:
     """The FRR-mode hop on m: ``alt-router run`` with ``[node] bgp = "frr"`` (issue 10).
 
     Its own FRR (zebra + bgpd) runs, its tunnels are userspace GRE on TUNs with no forwarder hook,
@@ -386,7 +400,7 @@ def start_frr_node(lab: Lab, tmp: Path, tree: str | None = None) -> ProcessHandl
     state = tmp / "m-frr-state"
     conf = tmp / "m-frr.toml"
     text = NODE_CONFIG.format(state=state).replace('tunnel_mode = "userspace"\n',
-                                                    'tunnel_mode = "userspace"\nbgp = "frr"\n', 1)
+                                                    f'tunnel_mode = "{tunnel_mode}"\nbgp = "frr"\n', 1)
     conf.write_text(text + '\n[frr]\npathspace = "bench-forward-m"\n')
     tmp.chmod(0o755)  # the node's FRR runs as the frr user under its state dir
     lab.exec("m", ["sysctl", "-q", "-w", *FRR_HOP_SYSCTLS])
@@ -443,6 +457,45 @@ def frr_node_routes(tmp: Path) -> int | None:
         return None
 
 
+def spread_receive(lab: Lab) -> None:
+    """Receive Packet Steering on the hops' ingress devices, as on a router whose NIC has one queue.
+
+    A veth delivers into the receiving namespace on the sending CPU, so without it everything a hop
+    does in the kernel (the tc-BPF GRE hop and the kernel hop: all of it) runs on the sender's
+    core and the sender, not the hop, is what the run measures. With RPS the hop's receive work
+    may run on the other core, as a userspace hop's process does. Applied to every hop alike.
+    """
+    mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+    for host in ("m", "k"):
+        lab.exec(host, ["sh", "-c", f"echo {mask} > /sys/class/net/eth-s/queues/rx-0/rps_cpus"])
+
+
+def measure_hop(lab: Lab, tmp: Path, hop: str, io: str, seconds: float) -> dict[str, float]:
+    """One throughput run through ``hop``: "exabgp", "frr" (userspace GRE), "frr-bpf" or "kernel"."""
+    if hop == "kernel":
+        settle(lab)
+        out = blast(lab, "kernel", seconds)
+        out.pop("_rx_before")
+        return out
+    node = (start_middle(lab, tmp, io) if hop == "exabgp"
+            else start_frr_node(lab, tmp, tunnel_mode="bpf" if hop == "frr-bpf" else "userspace"))
+    if node is None:
+        raise SystemExit(f"the {hop} hop did not start")
+    try:
+        blast(lab, "gre", 0.5)  # warm-up: neighbours, caches
+        return measured_blast(lab, node.pid, seconds)
+    finally:
+        node.stop()
+
+
+def frr_node_tunnels(tmp: Path) -> object:
+    """The node's tunnel counters (``bpf``: the programs' own), to show which path carried the blast."""
+    try:
+        return query(tmp / "m-frr-state", {"cmd": "status", "routes": False}, timeout=5).get("tunnels")
+    except (OSError, ValueError):
+        return None
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -463,7 +516,12 @@ def main() -> int:
                     help="with --mode frr: also measure the FRR-mode hop running TREE's alt_router "
                          "(another checkout), alternating with this tree's, --rounds times each; the "
                          "CPU per datagram of the two is the figure a busy machine cannot blur")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of --frr-baseline")
+    ap.add_argument("--rps", action="store_true",
+                    help="RPS on the hops' ingress devices (m and k's eth-s): their kernel work runs on "
+                         "any core instead of the sender's (see spread_receive)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --mode frr: rounds of every hop in turn (medians are reported); "
+                         "also the rounds of --frr-baseline")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/forward.py needs root (network namespaces)", file=sys.stderr)
@@ -471,6 +529,8 @@ def main() -> int:
     with TemporaryDirectory(prefix="bench-forward-") as tmp, \
             Lab(Topology.from_toml(per_run(TOPOLOGY)), workdir=Path(tmp)) as lab:
         io = "single" if args.per_packet_syscalls else "batched"
+        if args.rps:
+            spread_receive(lab)
         middle = start_middle(lab, Path(tmp), io)
         if middle is None:
             return 1
@@ -489,7 +549,7 @@ def main() -> int:
             "latency_alt_router_hop": lat_alt, "latency_kernel_hop": lat_kern,
             "middle": middle.log_tail(3),
         }
-        frr = lat_frr = None
+        frr = lat_frr = bpf = lat_bpf = None
         if args.mode == "frr":
             node = start_frr_node(lab, Path(tmp))
             if node is None:
@@ -499,13 +559,49 @@ def main() -> int:
             lat_frr = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds, name="frr")
             result["frr_node_rib_routes"] = frr_node_routes(Path(tmp))  # the route, read back from the kernel
             node.stop()
+            # The same FRR-mode node with tunnel_mode "bpf": tc-BPF programs do the GRE work.
+            node = start_frr_node(lab, Path(tmp), tunnel_mode="bpf")
+            if node is None:
+                return 1
+            blast(lab, "gre", 0.5)
+            bpf = measured_blast(lab, node.pid, args.seconds)
+            lat_bpf = latency(lab, "m", "gre", args.latency_rate, args.latency_seconds, name="frr-bpf")
+            result["frr_bpf_tunnels"] = frr_node_tunnels(Path(tmp))
+            node.stop()
             if args.frr_baseline:
                 result["frr_baseline"] = compare_frr(lab, Path(tmp), args.frr_baseline, args.rounds,
                                                      args.seconds)
+            # More rounds, each hop in turn, so that a change in the machine's load (it is shared)
+            # falls on every hop alike; the ratios below are of the medians.
+            samples = {"exabgp": [alt], "frr": [frr], "frr-bpf": [bpf], "kernel": [kern]}
+            for n in range(1, args.rounds):
+                order = list(samples)
+                for which in order[n % len(order):] + order[:n % len(order)]:
+                    samples[which].append(measure_hop(lab, Path(tmp), which, io, args.seconds))
+            med = {which: sorted(r["received_per_s"] for r in runs)[len(runs) // 2]
+                   for which, runs in samples.items()}
+            result["rounds"] = {which: [r["received_per_s"] for r in runs] for which, runs in samples.items()}
+            result["median_received_per_s"] = med
+            # The same round's hops ran a few seconds apart: their ratio is the figure a load that
+            # changes from one minute to the next blurs least.
+            per_round = [b["received_per_s"] / a["received_per_s"]
+                         for a, b in zip(samples["exabgp"], samples["frr-bpf"], strict=True)
+                         if a["received_per_s"]]
+            result["frr_bpf_vs_exabgp_per_round"] = per_round
+            result["frr_bpf_vs_exabgp_median_of_rounds"] = sorted(per_round)[len(per_round) // 2]
+            cpu = {which: sorted(r["machine_cpu_us_per_datagram"] for r in runs)[len(runs) // 2]
+                   for which, runs in samples.items()}
+            alt, frr, bpf, kern = (
+                dict(samples[h][0], received_per_s=med[h], machine_cpu_us_per_datagram=cpu[h])
+                for h in ("exabgp", "frr", "frr-bpf", "kernel"))
+            result["ratio"] = _ratio(alt["received_per_s"], kern["received_per_s"])
             result.update({
                 "frr_mode_hop": frr, "latency_frr_mode_hop": lat_frr,
+                "frr_bpf_hop": bpf, "latency_frr_bpf_hop": lat_bpf,
                 "frr_vs_exabgp_ratio": _ratio(frr["received_per_s"], alt["received_per_s"]),
                 "frr_vs_kernel_ratio": _ratio(frr["received_per_s"], kern["received_per_s"]),
+                "frr_bpf_vs_exabgp_ratio": _ratio(bpf["received_per_s"], alt["received_per_s"]),
+                "frr_bpf_vs_kernel_ratio": _ratio(bpf["received_per_s"], kern["received_per_s"]),
                 # > 1: the FRR-mode hop spends less CPU per datagram than the ExaBGP-mode hop.
                 "exabgp_vs_frr_cpu_per_datagram": _ratio(alt["cpu_us_per_datagram"],
                                                          frr["cpu_us_per_datagram"]),
@@ -518,18 +614,34 @@ def main() -> int:
     if frr is not None:
         print(f"FRR-mode hop (userspace GRE, kernel forwarding):   {frr['received_per_s']:>10,.0f} "
               f"datagrams/s (sender offered {frr['sent_per_s']:,.0f}/s)")
+    if bpf is not None:
+        print(f"FRR-mode hop (tc-BPF GRE, kernel forwarding):      {bpf['received_per_s']:>10,.0f} "
+              f"datagrams/s (sender offered {bpf['sent_per_s']:,.0f}/s)")
     print(f"kernel hop (plain IP forwarding):                  {kern['received_per_s']:>10,.0f} datagrams/s "
           f"(sender offered {kern['sent_per_s']:,.0f}/s)")
     if result["ratio"] is not None:
         print(f"ratio alt_router / kernel: {result['ratio']:.1%}")
+    hops = [("ExaBGP-mode", alt), ("FRR-mode userspace GRE", frr), ("FRR-mode tc-BPF GRE", bpf),
+            ("kernel", kern)]
+    print("machine CPU per datagram delivered (all cores; sender + hop + receiver; meaningful on an "
+          "otherwise idle machine): " + ", ".join(f"{name} {hop['machine_cpu_us_per_datagram']:.1f} us"
+                                                  for name, hop in hops if hop is not None))
+    if "rounds" in result:
+        print(f"(medians of {args.rounds} rounds, every hop in turn; datagrams/s per round: "
+              f"{result['rounds']})")
+        rounds = ", ".join(f"{r:.2f}" for r in result["frr_bpf_vs_exabgp_per_round"])  # type: ignore[attr-defined]
+        print(f"ratio FRR-mode hop (tc-BPF GRE) / ExaBGP-mode hop, round by round: {rounds}; "
+              f"median {result['frr_bpf_vs_exabgp_median_of_rounds']:.2f}x")
     for name, hop in (("alt_router", alt), ("FRR-mode", frr)):
         if hop is not None:
             print(f"CPU per datagram, {name} hop process: {hop['cpu_us_per_datagram']:.1f} us "
                   f"({hop['cpu_user_seconds']:.2f} s user + {hop['cpu_sys_seconds']:.2f} s system "
                   f"for {hop['forwarded_incl_backlog']:,} datagrams)")
     if frr is not None:
-        for key, what in (("frr_vs_exabgp_ratio", "FRR-mode hop / ExaBGP-mode hop"),
-                          ("frr_vs_kernel_ratio", "FRR-mode hop / kernel"),
+        for key, what in (("frr_vs_exabgp_ratio", "FRR-mode hop (userspace GRE) / ExaBGP-mode hop"),
+                          ("frr_vs_kernel_ratio", "FRR-mode hop (userspace GRE) / kernel"),
+                          ("frr_bpf_vs_exabgp_ratio", "FRR-mode hop (tc-BPF GRE) / ExaBGP-mode hop"),
+                          ("frr_bpf_vs_kernel_ratio", "FRR-mode hop (tc-BPF GRE) / kernel"),
                           ("exabgp_vs_frr_cpu_per_datagram",
                            "CPU per datagram, ExaBGP-mode hop / FRR-mode hop")):
             value = result[key]
@@ -543,7 +655,8 @@ def main() -> int:
                       f"{run['cpu_us_per_datagram']:.1f} us CPU per datagram "
                       f"({run['cpu_user_seconds']:.2f} s user + {run['cpu_sys_seconds']:.2f} s system "
                       f"for {run['forwarded_incl_backlog']:,})")
-    lats = [("alt_router", lat_alt), ("kernel", lat_kern)] + ([("FRR-mode", lat_frr)] if lat_frr else [])
+    lats = [("alt_router", lat_alt), ("kernel", lat_kern)] + ([("FRR-mode", lat_frr)] if lat_frr else []) + (
+        [("FRR-mode tc-BPF", lat_bpf)] if lat_bpf else [])
     for name, lat in lats:
         print(f"added latency per {name} hop at {lat['sent_per_s']:,}/s: p50 {lat['p50_us']} us, "
               f"p90 {lat['p90_us']} us, p99 {lat['p99_us']} us, max {lat['max_us']} us "

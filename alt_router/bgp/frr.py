@@ -31,7 +31,6 @@ import pwd
 import signal
 import time
 from collections.abc import Callable, Sequence
-from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from alt_router.bgp.frr_config import (
     FrrConfig,
     FrrSpeaker,
     as_path,
+    bgpd_changes,
     network_commands,
     originated,
     peer_states,
@@ -106,7 +106,7 @@ class FrrSupervisor:
         self.trackers = {name: RestartTracker(backoff) for name in DAEMONS}
         self.originated: set[Prefix] = set()
         self.counters: dict[str, int] = {"vtysh-errors": 0, "start-failures": 0, "reloads": 0,
-                                         "stop-kills": 0}
+                                         "reload-live": 0, "reload-restart": 0, "stop-kills": 0}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._started_at: dict[str, float] = {}
         self._expected_exit: set[str] = set()
@@ -153,7 +153,7 @@ class FrrSupervisor:
             raise
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name="frr-supervisor")
 
-    async def stop(self, wait: float = STOP_WAIT) -> None:
+    async def stop(self, wait: float = STOP_WAIT, reap: float = KILL_WAIT) -> None:
         """Stop both daemons within ``wait`` seconds, whatever the table size.
 
         bgpd gets SIGTERM first (it sends every peer a Cease at once, then tears its table
@@ -173,44 +173,59 @@ class FrrSupervisor:
             self._task = None
         for task in list(self._pending):
             task.cancel()
-        await self._terminate_all(wait)
+        await self._terminate_all(wait, reap)
 
     async def reload(self, speaker: FrrSpeaker) -> bool:
-        """Re-render; restart bgpd (sessions reset) if its config changed.  True if it was restarted.
+        """Apply a new config to the running bgpd; True if bgpd had to be restarted (sessions reset).
 
-        bgpd has no "load this file and remove what is not in it" of its own in 8.4 (that is
-        frr-reload.py, which needs the integrated config); a restart is the one sure way to
-        apply removed neighbors and changed filters.  A change of ``[eid].announce`` alone (the
-        ``network`` lines) is applied through vtysh, without a restart.  zebra's config holds
-        nothing a reload changes.
+        The change between the config bgpd runs and the new one (``frr_config.bgpd_changes``,
+        both rendered with the same run-time originations) goes through vtysh, so only the
+        sessions it touches reset: a peer added, removed, or given a new password, hold time
+        or max-prefix; a changed ``[eid].accept`` refreshes the routes of that family's
+        sessions.  bgpd is restarted only for what it cannot change live (our ASN, VRF,
+        router-id), or when vtysh refuses the change (bgpd would be half-configured); the log
+        says which.  bgpd.conf is rewritten either way, so a later restart runs the new config.
+        zebra's config holds nothing a reload changes.
         """
-        self.speaker = speaker
+        new = render_frr_config(speaker, vrf=self.vrf, extra=self.originated).bgpd  # FrrConfigError first
         self.counters["reloads"] += 1
-        text = self.render().bgpd
-        old = self.path("bgpd.conf").read_text() if self.path("bgpd.conf").exists() else ""
-        if self._strip_comments(text) == self._strip_comments(old):
-            return False
-        proc = self._procs.get("bgpd")
-        if proc is None or proc.returncode is not None:
-            return False  # the supervisor writes the new config when it starts bgpd
-        if self.ready.is_set() and _without_networks(text) == _without_networks(old):
-            self._write("bgpd.conf", text)
-            before, after = _networks(old), _networks(text)
-            for prefix in sorted(after - before, key=str):
-                self._queue(prefix, withdraw=False)
-            for prefix in sorted(before - after, key=str):
-                self._queue(prefix, withdraw=True)
-            log.info("FRR reload: originations changed (+%d -%d), applied through vtysh",
-                     len(after - before), len(before - after))
-            return False
-        log.warning("FRR reload: bgpd's configuration changed; restarting bgpd (sessions reset)")
-        self._expected_exit.add("bgpd")
-        await self._terminate("bgpd")
-        return True
-
-    @staticmethod
-    def _strip_comments(text: str) -> str:
-        return "\n".join(line for line in text.splitlines() if not line.startswith("!"))
+        async with self._config_lock:
+            old = render_frr_config(self.speaker, vrf=self.vrf, extra=self.originated).bgpd
+            self.speaker = speaker
+            change = bgpd_changes(old, new)
+            if change.empty:
+                return False
+            if not self._alive("bgpd"):
+                return False  # the supervisor renders the new config when it starts bgpd
+            reason = change.restart
+            if reason is None and not self.ready.is_set():
+                reason = "bgpd is still starting"
+            if reason is None:
+                try:
+                    if change.configure:
+                        await self.vtysh(*change.configure)
+                except FrrError as exc:
+                    reason = f"vtysh did not take the change live ({exc})"
+            if reason is None:
+                self._write("bgpd.conf", new)
+                self.counters["reload-live"] += 1
+                log.info("FRR reload: applied live through vtysh; sessions touched: %s%s",
+                         ", ".join(change.touched) or "none",
+                         " (inbound filters changed: routes refreshed)" if change.filters else "")
+                if change.clear:
+                    try:
+                        await self.vtysh(*change.clear)
+                    except FrrError as exc:
+                        # The config is in; bgpd refreshes on its own (RFC 2918) or at the next reset.
+                        self.counters["vtysh-errors"] += 1
+                        log.error("FRR reload: session reset or route refresh failed: %s", exc)
+                return False
+            self.counters["reload-restart"] += 1
+            log.warning("FRR reload: %s; restarting bgpd (every session resets)", reason)
+            self._write("bgpd.conf", new)
+            self._expected_exit.add("bgpd")
+            await self._terminate("bgpd")
+            return True
 
     def render(self) -> FrrConfig:
         return render_frr_config(self.speaker, vrf=self.vrf, extra=self.originated)
@@ -362,7 +377,9 @@ class FrrSupervisor:
                 proc.kill()
             await proc.wait()
 
-    async def _terminate_all(self, wait: float = STOP_WAIT) -> None:
+    async def _terminate_all(self, wait: float = STOP_WAIT, reap: float = KILL_WAIT) -> None:
+        """SIGTERM, then SIGKILL at ``wait``; then wait up to ``reap`` for the killed to be gone (0: do
+        not: a node that exits next leaves them to the kernel and the child watcher)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         bgpd = self._procs.get("bgpd")
@@ -389,11 +406,12 @@ class FrrSupervisor:
                                     name, proc.pid, wait)
                         with contextlib.suppress(ProcessLookupError):
                             proc.kill()
-                reaped = asyncio.gather(*(p.wait() for _, p in left))
-                try:
-                    await asyncio.wait_for(reaped, KILL_WAIT)
-                except TimeoutError:
-                    log.warning("FRR daemons not reaped %.1fs after SIGKILL; not waiting", KILL_WAIT)
+                if reap > 0:
+                    reaped = asyncio.gather(*(p.wait() for _, p in left))
+                    try:
+                        await asyncio.wait_for(reaped, reap)
+                    except TimeoutError:
+                        log.warning("FRR daemons not reaped %.1fs after SIGKILL; not waiting", reap)
         self._procs.clear()
 
     # --- run-time originations -----------------------------------------------------------------
@@ -503,14 +521,6 @@ class FrrSupervisor:
     async def as_paths(self, prefix: Prefix) -> list[list[int]]:
         """The AS paths for ``prefix``, best first (the monitoring view's on-demand attribute)."""
         return as_path(await self.route_json(prefix))
-
-
-def _networks(text: str) -> set[Prefix]:
-    return {ip_network(line.split()[1]) for line in text.splitlines() if line.startswith("  network ")}
-
-
-def _without_networks(text: str) -> list[str]:
-    return [line for line in text.splitlines() if not line.startswith(("!", "  network "))]
 
 
 async def _kill_pid(pid: int, grace: float) -> None:

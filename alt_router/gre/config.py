@@ -26,7 +26,7 @@ from typing import Any, Final
 from alt_router.gre.header import overhead
 from alt_router.types import IPAddress
 
-MODES: Final = ("auto", "kernel", "userspace")
+MODES: Final = ("auto", "kernel", "bpf", "userspace")
 IFNAMSIZ: Final = 16
 # An inner MTU below the IPv6 minimum would silently break IPv6 over the tunnel.
 MIN_INNER_MTU: Final = 1280

@@ -55,6 +55,7 @@ from alt_router.gre.dataplane import (
     SendUnderlay,
     WriteTun,
 )
+from alt_router.gre.offload import BpfOffload
 from alt_router.inet import PROTO_GRE, ipv4_header
 from alt_router.logsummary import LogSummary
 from alt_router.sockdrops import RX_BUFFER_OVERFLOW, TUN_QUEUE_OVERFLOW, link_tx_dropped, socket_drops
@@ -162,13 +163,22 @@ def run_netlink(work: Callable[[Any], T]) -> T:
     pyroute2 0.9's synchronous IPRoute drives its own asyncio loop and fails
     inside a running one, so this keeps ``open()`` callable from asyncio code.
     """
+    def with_ipr() -> T:
+        with IPRoute() as ipr:
+            return work(ipr)
+
+    return off_loop(with_ipr)
+
+
+def off_loop(work: Callable[[], T]) -> T:
+    """Run ``work()`` in a helper thread and wait: for pyroute2 calls (NetNS, IPRoute) made from
+    code that may run inside an asyncio loop."""
     result: list[T] = []
     error: list[BaseException] = []
 
     def target() -> None:
         try:
-            with IPRoute() as ipr:
-                result.append(work(ipr))
+            result.append(work())
         except BaseException as exc:
             error.append(exc)
 
@@ -457,8 +467,6 @@ class Engine:
     All three are given here and never replaced.
     """
 
-    mode: Final = "userspace"
-
     def __init__(
         self,
         tunnels: Iterable[TunnelConfig],
@@ -467,8 +475,13 @@ class Engine:
         *,
         events: EventSink | None = None,
         batched: bool = True,
+        offload: BpfOffload | None = None,
     ) -> None:
         self.dataplane = Dataplane(tunnels, hook, fast_hook)
+        # Tunnel mode "bpf": tc-BPF programs do the GRE work the engine would do for the tunnels
+        # they cover (gre/offload.py); what they pass on still comes here.
+        self.offload = offload
+        self.mode = "bpf" if offload is not None else "userspace"
         self._events = events
         # recvmmsg/sendmmsg on the raw IPv4 socket when libc has them (see MmsgIO).
         self.batched = batched
@@ -510,7 +523,9 @@ class Engine:
                 fd = open_tun(config.name)
                 self._tun_fd[config.name] = fd
                 self._fd_tunnel[fd] = config.name
-            run_netlink(lambda ipr: [configure_link(ipr, c) for c in self.dataplane.tunnels.values()])
+            configs = list(self.dataplane.tunnels.values())
+            indexes = run_netlink(lambda ipr: [configure_link(ipr, c) for c in configs])
+            self._attach_offload(list(zip(configs, indexes, strict=True)))
             for version in {t.family for t in self.dataplane.tunnels.values()}:
                 family = socket.AF_INET if version == 4 else socket.AF_INET6
                 self._sock[version] = _raw_socket(family)
@@ -540,7 +555,8 @@ class Engine:
         try:
             fd = open_tun(config.name)
             new_fds.append(fd)
-            run_netlink(lambda ipr: configure_link(ipr, config))
+            index = run_netlink(lambda ipr: configure_link(ipr, config))
+            self._attach_offload([(config, index)])
             if config.family not in self._sock:
                 sock = _raw_socket(socket.AF_INET if config.family == 4 else socket.AF_INET6)
                 self._sock[config.family] = sock
@@ -570,6 +586,7 @@ class Engine:
         if self.dataplane.remove_tunnel(name) is None:
             return False
         self._egress4.pop(name, None)
+        self._detach_offload(name)
         fd = self._tun_fd.pop(name, None)
         if fd is not None:
             self._fd_tunnel.pop(fd, None)
@@ -577,6 +594,19 @@ class Engine:
             os.close(fd)
         log.info("userspace GRE tunnel removed: %s", name)
         return True
+
+    def _attach_offload(self, links: list[tuple[TunnelConfig, int]]) -> None:
+        offload = self.offload
+        if offload is not None:
+            run_netlink(lambda ipr: [offload.add(ipr, config, index) for config, index in links])
+
+    def _detach_offload(self, name: str) -> None:
+        offload = self.offload
+        if offload is not None:
+            try:
+                run_netlink(lambda ipr: offload.remove(ipr, name))
+            except OSError as exc:
+                log.warning("GRE %s: tc-BPF programs not detached: %s", name, exc)
 
     def _watch(self, fd: int) -> None:
         if self._selector is not None:
@@ -594,6 +624,12 @@ class Engine:
         self._commands.clear()
         if self._loop is not None:
             self.detach()
+        offload = self.offload
+        if offload is not None and (offload.attached() or offload.refused):
+            try:
+                run_netlink(offload.close)
+            except OSError as exc:
+                log.warning("tc-BPF GRE: programs not all detached: %s", exc)
         for fd in list(self._tun_fd.values()):
             os.close(fd)
         self._tun_fd.clear()
@@ -803,6 +839,13 @@ class Engine:
                 entry = tunnels.get(name)
                 if dropped and isinstance(entry, dict) and isinstance(entry.get("drops"), dict):
                     entry["drops"][TUN_QUEUE_OVERFLOW] = dropped
+        if self.offload is not None and isinstance(tunnels, dict):
+            for name, entry in tunnels.items():
+                if isinstance(entry, dict) and name in self._tun_fd:
+                    try:
+                        entry["bpf"] = self.offload.stats(name)
+                    except OSError as exc:
+                        entry["bpf"] = {"offload": "unknown", "why": str(exc)}
         out["dataplane_thread"] = self.threaded
         out["command_queue"] = {"depth": len(self._commands), "dropped": self.command_drops,
                                 "capacity": COMMAND_CAPACITY}

@@ -419,8 +419,9 @@ class AltTopology:
             f"name = {q(host)}",
             f"asn = {node.asn}",
             f"router_id = {q(str(node.router_id))}",
-            # No GRE in many kernels (and the ALT forwarder needs the userspace data path anyway).
-            'tunnel_mode = "userspace"',
+            # The ALT forwarder (ExaBGP mode) needs the userspace data path; an FRR-mode node takes
+            # kernel GRE, else tc-BPF GRE, else userspace ("auto").
+            f'tunnel_mode = "{"auto" if node.bgp == "frr" else "userspace"}"',
             f"state_dir = {q(str(state_dir))}",
             f"bgp = {q(node.bgp)}",
             "",

@@ -56,7 +56,7 @@ DEFAULT_RECORD_TTL = 1440
 # Linux refuses TCP-MD5 keys longer than TCP_MD5SIG_MAXKEYLEN.
 MD5_MAX_LEN = 80
 
-TunnelMode = Literal["auto", "kernel", "userspace"]
+TunnelMode = Literal["auto", "kernel", "bpf", "userspace"]
 AuthAlgorithm = Literal["hmac-sha1-96", "hmac-sha256-128"]
 Family = Literal["ipv4", "ipv6"]
 BgpSpeaker = Literal["exabgp", "frr"]
@@ -90,7 +90,9 @@ class NodeModel(StrictTable):
     name: Name = Field(description="This node's name: letters, digits, '-', '_', '.'.")
     asn: Asn = Field(description="This node's AS number, 1..4294967295 (23456, AS_TRANS, is refused).")
     router_id: IPv4 = Field(description="BGP router ID, an IPv4 address.")
-    tunnel_mode: TunnelMode = Field("auto", description="GRE implementation: auto, kernel or userspace.")
+    tunnel_mode: TunnelMode = Field(
+        "auto", description="GRE implementation: auto, kernel, bpf (tc-BPF programs beside the userspace "
+        "engine; no forwarder hook, so FRR mode only) or userspace.")
     state_dir: FilePath = Field(
         Path(DEFAULT_STATE_DIR), description="Rendered ExaBGP config, pidfile, sockets, ETR nonce."
     )

@@ -57,7 +57,8 @@ from alt_router.node.reload import plan as reload_plan
 from alt_router.node.state import EXABGP_CONFIG, STATUS_FILE, STATUS_INTERVAL, DaemonError
 from alt_router.node.tunnels import PeerTunnels, tunnel_names
 from alt_router.node.view import DaemonView
-from alt_router.rib import EventStream
+from alt_router.rib import EventStream, PeerInfo
+from alt_router.rib.policy import ImportPolicy
 from alt_router.types import Prefix
 
 # Callers (the CLI, the lab, benchmarks, tests) import these from here.
@@ -69,6 +70,12 @@ log = logging.getLogger(__name__)
 # size: the node waits this long for ExaBGP, which then finishes closing its sessions on its own
 # (ExabgpSupervisor.stop).
 EXABGP_STOP_WAIT = 2.0
+# FRR mode: the tunnels stay up after bgpd's SIGTERM until its Cease has ended every BGP session
+# over them (bgpd sends it as soon as it handles the signal), at least FRR_CEASE_MIN (a small
+# table's daemons exit by then) and at most FRR_CEASE_GRACE; then they close while FRR has the
+# rest of its 1 s to exit, so the kernel's flush of a large table through them overlaps that.
+FRR_CEASE_MIN = 0.1
+FRR_CEASE_GRACE = 0.3
 
 
 class Node:
@@ -186,10 +193,38 @@ class Node:
 
     async def stop(self) -> None:
         """Clean stop: ExaBGP or FRR (Cease to every peer), sockets, tunnels, pidfiles."""
+        # Each step's duration goes in the final log line: a stop is bounded (3 s whatever the
+        # table size), and the line says which step to look at when one is not.
+        t0 = mark = time.monotonic()
+        steps: list[str] = []
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            steps.append(f"{name} {now - mark:.2f}s")
+            mark = now
+
         if self.frr is not None:
-            await self.frr.stop()
+            # No wait for SIGKILLed daemons to be gone: the node exits next (and the lab's and the
+            # tests' event loops reap them on their own).
+            frr_stop = asyncio.ensure_future(self.frr.stop(reap=0.0))
+            ceased = False
+            while not frr_stop.done() and not ceased and time.monotonic() - t0 < FRR_CEASE_GRACE:
+                await asyncio.wait({frr_stop}, timeout=0.02)
+                ceased = time.monotonic() - t0 >= FRR_CEASE_MIN and not self.frr.sessions_open()
+            if ceased:
+                # The Cease (and FIN) left bgpd's socket for the TUN device: give the tunnels'
+                # thread a moment to send them on.
+                await asyncio.wait({frr_stop}, timeout=0.02)
+            if not frr_stop.done():
+                # Blocks the loop for the flush (FRR's timers fire late: SIGKILL right after).
+                self.frr.freeze()
+                self.gre.close()
+                step("bgp grace+tunnels")
+            await frr_stop
         else:
             await self.supervisor.stop(grace=exabgp_stop_grace(len(self.core.rib)), wait=EXABGP_STOP_WAIT)
+        step("bgp")
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -207,11 +242,15 @@ class Node:
             (self.state_dir / name).unlink(missing_ok=True)
         if self.mapping is not None:
             self.mapping.stop()
+        step("api+sockets")
         self.gre.close()
+        step("tunnels")
         with contextlib.suppress(OSError):
             self.write_status()
         state.release_pidfile(self.state_dir)
-        log.info("node %s stopped", self.config.node.name)
+        step("status")
+        log.info("node %s stopped in %.2fs (%s)", self.config.node.name, time.monotonic() - t0,
+                 ", ".join(steps))
 
     def _on_exabgp_exit(self, pid: int, status: int | None) -> None:
         self.send(self.core.on_exabgp_exit(self.clock()))
@@ -276,7 +315,8 @@ class Node:
         peers = tuple(p for p in self.config.peers if p.name not in todo.peers_removed) + todo.peers_added
         applied = dataclasses.replace(
             self.config,
-            eid=dataclasses.replace(self.config.eid, announce=new.eid.announce),
+            eid=dataclasses.replace(self.config.eid, announce=new.eid.announce,
+                                    accept=self.config.eid.accept if todo.accept is None else todo.accept),
             peers=tuple(next((n for n in new.peers if n.name == p.name), p) if p.name in keep else p
                         for p in peers),
             map_server=new.map_server if todo.sites is not None else self.config.map_server,
@@ -286,6 +326,7 @@ class Node:
         if todo.sites is not None and self.mapping is not None:
             self.mapping.set_sites(todo.sites)
         if self.frr is not None:
+            self._apply_frr_live(todo)
             self.core.static = frozenset(applied.eid.announce)
             self.frr.reload(applied)
         elif applied.exabgp.config is None:
@@ -310,6 +351,19 @@ class Node:
                 extra={"announced": len(todo.announce), "withdrawn": len(todo.withdraw),
                        "needs_restart": len(todo.restart)})
         return todo
+
+    def _apply_frr_live(self, todo: ReloadPlan) -> None:
+        """FRR mode: the node's own copies of what bgpd now takes live (``reload.FRR_LIVE_PEER_KEYS``,
+        ``[eid].accept``), so ``/v1/peers``, the import policy and the Map-Resolver say what bgpd runs."""
+        rib = self.core.rib
+        for peer in todo.peers_updated:  # e.g. a new ASN; set_peers only looks at max_prefix
+            rib.update_peer(PeerInfo(peer.name, peer.asn, peer.tunnel.remotes, peer.max_prefix))
+        if todo.accept is not None:
+            # bgpd drops what is now outside by route refresh; the Map-Resolver's negative replies
+            # (RFC 9301 §8.4: 15 minutes, least-specific prefix) now treat only the new space as EIDs.
+            rib.policy = ImportPolicy(rib.policy.local_asn, todo.accept, [s.info for s in rib.peers()])
+            if self.mapping is not None and self.mapping.mr is not None:
+                self.mapping.mr.set_eid_space(todo.accept)
 
     def _apply_peers(self, todo: ReloadPlan, new: NodeConfig) -> ReloadPlan:
         """Make the new peers' tunnels (all or none); the plan, less peers that cannot be added."""

@@ -23,11 +23,15 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import signal
+import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from ipaddress import ip_address
 from typing import Any, Protocol
 
-from alt_router.bgp.frr import FrrError, FrrSupervisor
+from alt_router.bgp.frr import KILL_WAIT, FrrError, FrrSupervisor
 from alt_router.bgp.frr_config import ESTABLISHED
 from alt_router.bgp.supervisor import Backoff
 from alt_router.gre.userspace import run_netlink
@@ -35,7 +39,7 @@ from alt_router.node.config import NodeConfig
 from alt_router.node.kernel_alt import vrf_table
 from alt_router.rib import Rib
 from alt_router.rib.rib import Output
-from alt_router.types import Prefix
+from alt_router.types import IPAddress, Prefix
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,42 @@ def vrf_setup(ipr: Any, vrf: str, ifnames: Iterable[str]) -> int:
         ipr.link("set", index=links[0], master=index)
     log.info("FRR mode: tunnels %s in VRF %s (table %d)", ", ".join(ifnames) or "(none)", vrf, table)
     return table
+
+
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_TCP_ESTABLISHED = "01"
+_BGP_PORT = 179
+
+
+def _proc_address(text: str) -> IPAddress:
+    # /proc/net/tcp prints each 32-bit word of the address as a host-order hex number.
+    host, _, _port = text.partition(":")
+    words = [int(host[i:i + 8], 16) for i in range(0, len(host), 8)]
+    address = ip_address(b"".join(struct.pack("=I", w) for w in words))
+    # An IPv4 session accepted on an IPv6 socket shows as ::ffff:a.b.c.d.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def bgp_sessions(remotes: Collection[IPAddress], tables: Iterable[str] = TCP_TABLES) -> int:
+    """How many established TCP connections (of this network namespace) there are to port 179 of
+    one of ``remotes`` or from it: the node's BGP sessions over its tunnels."""
+    count = 0
+    for table in tables:
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != _TCP_ESTABLISHED:
+                continue
+            local, remote = fields[1], fields[2]
+            ports = {int(local.rpartition(":")[2], 16), int(remote.rpartition(":")[2], 16)}
+            if _BGP_PORT in ports and _proc_address(remote) in remotes:
+                count += 1
+    return count
 
 
 class KernelRibReader(Protocol):
@@ -152,7 +192,9 @@ class FrrMode:
         log.info("FRR mode: FRR instance %s in %s; ALT routes from kernel table %d",
                  self.config.frr_pathspace, self.supervisor.run_dir, self.table)
 
-    async def stop(self) -> None:
+    async def stop(self, reap: float = KILL_WAIT) -> None:
+        """Stop the kernel RIB reader, then FRR (``FrrSupervisor.stop``; ``reap``: how long to wait
+        for daemons it had to SIGKILL to be gone)."""
         log.info("FRR mode: stopping (kernel RIB reader, then bgpd and zebra)")
         if self._task is not None:
             self._task.cancel()
@@ -167,7 +209,23 @@ class FrrMode:
             self.kernel_routes.stop()
             self.kernel_routes = None
         # bgpd's Cease withdraws our prefixes at the peers; within FrrSupervisor.stop's bound.
-        await self.supervisor.stop()
+        await self.supervisor.stop(reap=reap)
+
+    def sessions_open(self) -> int:
+        """The BGP sessions with the node's peers that are still established in the kernel (a stop
+        closes the tunnels once bgpd's Cease has ended them)."""
+        remotes = {peer.tunnel.session[1] for peer in self.config.peers}
+        return bgp_sessions(remotes)
+
+    def freeze(self) -> None:
+        """SIGSTOP FRR's daemons during a ``stop`` that they outlast (a large table), once bgpd has
+        had its SIGTERM's Cease out: their teardown (bgpd freeing every path, zebra deleting
+        every kernel route) is useless then and took the CPU and the kernel's routing lock from
+        the node's closing of its tunnels, doubling it.  ``stop``'s SIGKILL follows."""
+        for pid in self.supervisor.pids().values():
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
 
     # --- peer states -------------------------------------------------------------------------
 
@@ -218,7 +276,8 @@ class FrrMode:
         return self.supervisor.withdraw(prefix)
 
     def reload(self, config: NodeConfig) -> None:
-        """Apply a reloaded config: FRR's is re-rendered, and bgpd restarted if it changed."""
+        """Apply a reloaded config: FRR's is re-rendered and the difference sent to bgpd through
+        vtysh (only the sessions it touches reset); bgpd restarts for what it cannot change live."""
         self.config = config
         vrf = config.frr.vrf
         if vrf is not None and self.with_tunnels:

@@ -59,6 +59,7 @@ from alt_router.node.kernel_alt import (
     local_datagram,
 )
 from alt_router.node.ms_state import MapServerNonceStore, nonce_table_path
+from alt_router.node.tunnels import tunnel_names
 from alt_router.rib import Rib
 from alt_router.sockdrops import RX_BUFFER_OVERFLOW, socket_drops
 from alt_router.types import IPAddress, Prefix
@@ -333,7 +334,8 @@ class NodeMapping:
         self._loop = loop
         self.tunnel_sender = tunnel_sender
         if self.kernel_alt:
-            enable_forwarding()
+            # rp_filter on the tunnels by their names (tunnels a reload adds get ``default``'s).
+            enable_forwarding(tunnels=tunnel_names(self.config.peers).values())
             self._sync_kernel_local()
         elif tunnel_sender is None and self.config.peers:
             log.warning("ALT datagrams are not forwarded by this process: the tunnels are not userspace "

@@ -122,32 +122,40 @@ def test_write_stats_replaces_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("requested", "kernel_ok", "hook", "expected"),
+    ("requested", "kernel_ok", "hook", "expected", "bpf_ok"),
     [
-        ("auto", True, False, "kernel"),
-        ("auto", False, False, "userspace"),
-        ("auto", True, True, "userspace"),
-        ("userspace", True, False, "userspace"),
-        ("kernel", True, False, "kernel"),
+        ("auto", True, False, "kernel", True),
+        ("auto", False, False, "userspace", False),
+        # No kernel GRE: tc-BPF GRE is next best, unless an inner-packet hook needs every packet.
+        ("auto", False, False, "bpf", True),
+        ("auto", False, True, "userspace", True),
+        ("auto", True, True, "userspace", True),
+        ("userspace", True, False, "userspace", True),
+        ("kernel", True, False, "kernel", True),
+        ("bpf", True, False, "bpf", True),
     ],
 )
-def test_choose_mode(requested: str, kernel_ok: bool, hook: bool, expected: str) -> None:
+def test_choose_mode(requested: str, kernel_ok: bool, hook: bool, expected: str, bpf_ok: bool) -> None:
     chosen, why = choose_mode(
-        requested, kernel_ok=kernel_ok, kernel_why="probe said so", needs_userspace=hook
+        requested, kernel_ok=kernel_ok, kernel_why="probe said so", needs_userspace=hook,
+        bpf_ok=bpf_ok, bpf_why="bpf probe said so",
     )
     assert chosen == expected
     assert why
 
 
 def test_auto_fallback_explains_why() -> None:
-    _, why = choose_mode("auto", kernel_ok=False, kernel_why="no gre module", needs_userspace=False)
-    assert "falling back" in why and "no gre module" in why
+    _, why = choose_mode("auto", kernel_ok=False, kernel_why="no gre module", needs_userspace=False,
+                         bpf_why="no CAP_BPF")
+    assert "falling back" in why and "no gre module" in why and "no CAP_BPF" in why
 
 
 @pytest.mark.parametrize(
     ("requested", "kernel_ok", "hook"),
-    [("kernel", False, False), ("kernel", True, True), ("fast", True, False)],
+    [("kernel", False, False), ("kernel", True, True), ("fast", True, False), ("bpf", True, False),
+     ("bpf", True, True)],
 )
 def test_impossible_modes_are_refused(requested: str, kernel_ok: bool, hook: bool) -> None:
+    # bpf_ok is left False: "bpf" asked for where programs do not load is refused, not downgraded.
     with pytest.raises(ModeError):
         choose_mode(requested, kernel_ok=kernel_ok, kernel_why="no gre", needs_userspace=hook)

@@ -2,151 +2,79 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alt_router.lab import Lab, ProcessHandle, Topology, wait_until
+from alt_router.lab import Lab, wait_until
 from tests.conftest import require_tool
+from tests.gre.tunnel_lab import (
+    MALFORMED,
+    PY,
+    pair,
+    ping,
+    read_stats,
+    skip_without_bpf,
+    start_tunnel,
+    tcp_transfer,
+)
 
 pytestmark = pytest.mark.netns
 
-_labs = itertools.count()
-PY = sys.executable
-
-# a --eth0-- b --eth1-- c ; a also owns 192.0.2.9, a source no tunnel knows.
-TOPOLOGY: dict[str, Any] = {
-    "hosts": {"a": {}, "b": {"forwarding": True}, "c": {}},
-    "links": [
-        {
-            "a": {
-                "host": "a",
-                "ifname": "eth0",
-                "addresses": ["192.0.2.1/24", "192.0.2.9/24", "2001:db8:1::1/64"],
-            },
-            "b": {"host": "b", "ifname": "eth0", "addresses": ["192.0.2.2/24", "2001:db8:1::2/64"]},
-        },
-        {
-            "a": {"host": "b", "ifname": "eth1", "addresses": ["198.51.100.2/24"]},
-            "b": {"host": "c", "ifname": "eth0", "addresses": ["198.51.100.3/24"]},
-        },
-    ],
-}
-
-
-@pytest.fixture
-def lab(root: None, tmp_path: Path) -> Iterator[Lab]:
-    name = f"gu{os.getpid() % 10000}{next(_labs)}"
-    with Lab(Topology.from_dict({"name": name, **TOPOLOGY}), workdir=tmp_path) as built:
-        yield built
-
-
-def read_stats(path: Path) -> dict[str, Any]:
-    try:
-        result: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return result
-
-
-def start_tunnel(lab: Lab, host: str, *args: str) -> tuple[ProcessHandle, Path]:
-    """Run ``alt-router tunnel`` on ``host``; return once its devices are up (the stats file appears)."""
-    stats = lab.workdir / f"{host}-stats.json"
-    proc = lab.spawn(
-        host, [PY, "-m", "alt_router.cli", "-v", "tunnel", "--stats", str(stats), *args], name="tunnel"
-    )
-
-    def ready() -> bool:
-        if not proc.running():
-            raise AssertionError(f"alt-router tunnel on {host} exited {proc.returncode}:\n{proc.log_tail()}")
-        return bool(read_stats(stats))
-
-    wait_until(ready, 15, what=f"tunnel on {host}", on_timeout=proc.log_tail)
-    return proc, stats
-
-
-def pair(lab: Lab, *extra: str, v6_underlay: bool = False) -> tuple[Path, Path]:
-    la, lb = ("2001:db8:1::1", "2001:db8:1::2") if v6_underlay else ("192.0.2.1", "192.0.2.2")
-    _, sa = start_tunnel(lab, "a", "--name", "gre1", "--local", la, "--remote", lb, "--mode", "userspace",
-                         "--address", "10.255.0.1/30", "--address", "fd00:255::1/64", *extra)
-    _, sb = start_tunnel(lab, "b", "--name", "gre1", "--local", lb, "--remote", la, "--mode", "userspace",
-                         "--address", "10.255.0.2/30", "--address", "fd00:255::2/64", *extra)
-    return sa, sb
-
-
-def ping(lab: Lab, host: str, dst: str, count: int = 3) -> None:
-    lab.exec(host, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", dst], timeout=20)
-
-
-SERVER = textwrap.dedent("""
-    import hashlib, socket, sys
-    addr, ready = sys.argv[1], sys.argv[2]
-    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, 5001))
-    s.listen(1)
-    open(ready, "w").close()
-    c, _ = s.accept()
-    h, n = hashlib.sha256(), 0
-    while chunk := c.recv(65536):
-        h.update(chunk)
-        n += len(chunk)
-    c.sendall(f"{n} {h.hexdigest()}".encode())
-    c.close()
-""")
-
-CLIENT = textwrap.dedent("""
-    import socket, sys
-    addr, size = sys.argv[1], int(sys.argv[2])
-    data = bytes(i * 7 % 251 for i in range(size))
-    c = socket.create_connection((addr, 5001), timeout=15)
-    c.sendall(data)
-    c.shutdown(socket.SHUT_WR)
-    print(c.recv(200).decode())
-""")
-
-
-def tcp_transfer(lab: Lab, server: str, client: str, addr: str, size: int = 1 << 20) -> None:
-    ready = lab.workdir / f"server-{addr.replace(':', '_')}.ready"
-    lab.spawn(server, [PY, "-c", SERVER, addr, str(ready)], name="tcpserver")
-    wait_until(ready.exists, 10, what="TCP server")
-    out = lab.exec(client, [PY, "-c", CLIENT, addr, str(size)], timeout=30).stdout.split()
-    expected = hashlib.sha256(bytes(i * 7 % 251 for i in range(size))).hexdigest()
-    assert out == [str(size), expected]
-
 
 @pytest.mark.parametrize(
-    ("extra", "v6_underlay"),
+    ("extra", "v6_underlay", "modes"),
     [
-        pytest.param((), False, id="v4-underlay"),
-        pytest.param(("--key", "42"), False, id="v4-underlay-key"),
-        pytest.param(("--key", "7", "--csum", "--seq"), True, id="v6-underlay-key-csum-seq"),
+        pytest.param((), False, ("userspace", "userspace"), id="v4-underlay"),
+        pytest.param(("--key", "42"), False, ("userspace", "userspace"), id="v4-underlay-key"),
+        pytest.param(("--key", "7", "--csum", "--seq"), True, ("userspace", "userspace"),
+                     id="v6-underlay-key-csum-seq"),
+        # tc-BPF GRE (gre/bpf_gre.py) at both ends, and facing the userspace engine.
+        pytest.param(("--key", "42"), False, ("bpf", "bpf"), id="bpf-both-ends-key"),
+        pytest.param((), False, ("bpf", "userspace"), id="bpf-to-userspace"),
+        # Options the programs do not cover: the engine carries the tunnel alone.
+        pytest.param(("--key", "7", "--csum", "--seq"), False, ("bpf", "bpf"), id="bpf-csum-seq-on-engine"),
     ],
 )
-def test_ping_and_tcp_across_a_userspace_tunnel(lab: Lab, extra: tuple[str, ...], v6_underlay: bool) -> None:
-    _, sb = pair(lab, *extra, v6_underlay=v6_underlay)
+def test_ping_and_tcp_across_a_userspace_tunnel(lab: Lab, extra: tuple[str, ...], v6_underlay: bool,
+                                                modes: tuple[str, str]) -> None:
+    sa, sb = pair(lab, *extra, v6_underlay=v6_underlay, modes=modes)
     ping(lab, "a", "10.255.0.2")
     ping(lab, "a", "fd00:255::2")
     tcp_transfer(lab, "b", "a", "10.255.0.2")
     tcp_transfer(lab, "a", "b", "fd00:255::1", size=256 * 1024)
-    stats = wait_until(lambda: (s := read_stats(sb)) and s["tunnels"]["gre1"]["rx_bytes"] > 1 << 20 and s,
-                       5, what="stats to catch up")
-    assert stats["mode"] == "userspace"
+
+    def moved(s: dict[str, Any], engine: str, program: str) -> int:
+        t = s["tunnels"]["gre1"]
+        return int(t[engine]) + int(t.get("bpf", {}).get(program, 0))
+
+    stats = wait_until(lambda: (s := read_stats(sb)) and moved(s, "rx_bytes", "decap-bytes") > 1 << 20
+                       and moved(s, "tx_bytes", "encap-bytes") > 256 * 1024 and s, 5,
+                       what="stats to catch up")
+    assert stats["mode"] == modes[1]
     assert stats["tunnels"]["gre1"]["drops"] == {}
+    offloaded = modes[1] == "bpf" and "--csum" not in extra
+    if modes[1] == "bpf":
+        bpf = stats["tunnels"]["gre1"]["bpf"]
+        assert bpf["offload"] == ("tc-bpf" if offloaded else "none"), bpf
+        if not offloaded:
+            assert "checksum" in bpf["why"]
+    if offloaded:
+        # The programs carried the pings both ways (3 IPv4 and 3 IPv6 each); TCP goes through the
+        # engine (its checksum is completed on the TUN, see bpf_gre.encap_program).
+        bpf = stats["tunnels"]["gre1"]["bpf"]
+        assert bpf["decap-packets"] >= 6 and bpf["encap-packets"] >= 6, bpf
+        assert bpf["decap-errors"] == bpf["encap-errors"] == 0, bpf
     link = lab.exec("a", ["ip", "-j", "link", "show", "gre1"]).stdout
     expected_mtu = 1500 - (40 if v6_underlay else 20) - 4 - 4 * len([x for x in extra if x.startswith("--")])
     assert json.loads(link)[0]["mtu"] == expected_mtu
+    assert read_stats(sa)["mode"] == modes[0]
 
 
 def test_middle_host_serves_two_tunnels_from_one_process(lab: Lab) -> None:
@@ -179,10 +107,12 @@ def test_middle_host_serves_two_tunnels_from_one_process(lab: Lab) -> None:
     ping(lab, "c", "fd00:1::1")
 
 
-def test_tshark_decodes_our_packets_as_gre(lab: Lab) -> None:
+@pytest.mark.parametrize("mode", ["userspace", "bpf"])
+def test_tshark_decodes_our_packets_as_gre(lab: Lab, mode: str) -> None:
+    """What a's engine, or its tc-BPF program (RFC 2784, RFC 2890 §2.1), puts on the wire."""
     tshark = require_tool("tshark")
     pcap = lab.workdir / "underlay.pcap"
-    pair(lab, "--key", "42")
+    pair(lab, "--key", "42", modes=(mode, "userspace"))
     cap = lab.spawn(
         "b", [tshark, "-i", "eth0", "-f", "ip proto 47", "-w", str(pcap), "-c", "4"], name="tshark"
     )
@@ -198,8 +128,8 @@ def test_tshark_decodes_our_packets_as_gre(lab: Lab) -> None:
         wait_until(captured, 20, what="tshark to capture 4 GRE packets", on_timeout=cap.log_tail)
     finally:
         cap.stop()
-    decoded = subprocess.run([tshark, "-r", str(pcap), "-T", "json"], capture_output=True, text=True,
-                             check=True)
+    decoded = subprocess.run([tshark, "-o", "ip.check_checksum:TRUE", "-r", str(pcap), "-T", "json"],
+                             capture_output=True, text=True, check=True)
     packets = [p["_source"]["layers"] for p in json.loads(decoded.stdout)]
     assert len(packets) == 4
     for layers in packets:
@@ -209,32 +139,17 @@ def test_tshark_decodes_our_packets_as_gre(lab: Lab) -> None:
         # The kernel also sends IPv6 (router solicitations) into the TUN: typed by the inner header.
         assert gre["gre.proto"] == ("0x86dd" if "ipv6" in layers else "0x0800"), layers.keys()
     assert any("icmp" in layers and layers["gre"]["gre.proto"] == "0x0800" for layers in packets)
+    # Every outer (and inner IPv4) header checksum verifies (Wireshark's status 1 is "good", 0 "bad").
+    statuses = subprocess.run([tshark, "-o", "ip.check_checksum:TRUE", "-r", str(pcap), "-T", "fields",
+                               "-E", "occurrence=a", "-e", "ip.checksum.status"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert len(statuses) == 4 and all(set(s.split(",")) == {"1"} for s in statuses), statuses
 
 
-MALFORMED = textwrap.dedent("""
-    import socket, struct, sys
-    dst = sys.argv[1]
-    # A real ICMP echo so that a wrongly accepted packet would be visible.
-    inner = bytes.fromhex("450000540001400040010000" "0affff01" "0aff0002") + bytes(64)
-    key = struct.pack("!I", 42)
-    bad = [
-        b"\\x20\\x01\\x08\\x00" + key + inner,                  # version 1
-        b"\\x60\\x00\\x08\\x00\\x00\\x00\\x00\\x00" + key + inner,  # routing bit
-        b"\\x20\\x00\\x08",                                     # truncated
-        b"\\xa0\\x00\\x08\\x00\\xde\\xad\\x00\\x00" + key + inner,  # bad checksum
-        b"\\x20\\x00\\x08\\x00" + struct.pack("!I", 99) + inner,    # wrong key
-    ]
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-    for p in bad:
-        s.sendto(p, (dst, 0))
-    u = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-    u.bind(("192.0.2.9", 0))
-    u.sendto(b"\\x20\\x00\\x08\\x00" + key + inner, (dst, 0))   # from an unknown remote
-""")
-
-
-def test_malformed_gre_is_dropped_by_reason_and_traffic_continues(lab: Lab) -> None:
-    _, sb = pair(lab, "--key", "42")
+@pytest.mark.parametrize("mode", ["userspace", "bpf"])
+def test_malformed_gre_is_dropped_by_reason_and_traffic_continues(lab: Lab, mode: str) -> None:
+    """With tc-BPF GRE at b, whatever the program does not take reaches the engine, which counts it."""
+    _, sb = pair(lab, "--key", "42", modes=("userspace", mode))
     # The kernel's own IPv6 chatter on a's TUN (MLD reports, router solicitations) crosses the tunnel
     # as well-formed GRE and counts as received: silence it, then count from here.
     lab.exec("a", ["sysctl", "-q", "-w", "net.ipv6.conf.gre1.disable_ipv6=1"])
@@ -255,10 +170,20 @@ def test_malformed_gre_is_dropped_by_reason_and_traffic_continues(lab: Lab) -> N
     ping(lab, "a", "10.255.0.2")
 
     # A TUN that is down: packets for it are counted, not fatal; back up, traffic flows again.
+    # The engine counts its failed writes; the decapsulation program's redirect is refused by the
+    # kernel, which counts it as the TUN's rx_dropped.
+    def link_rx_dropped() -> int:
+        out = json.loads(lab.exec("b", ["ip", "-s", "-j", "link", "show", "gre1"]).stdout)
+        return int(out[0]["stats64"]["rx"]["dropped"])
+
+    dropped_before = link_rx_dropped()
     lab.exec("b", ["ip", "link", "set", "gre1", "down"])
     lab.exec("a", ["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.255.0.2"], check=False)
-    wait_until(lambda: read_stats(sb)["tunnels"]["gre1"]["drops"].get("tun-write-error", 0) >= 1, 5,
-               what="tun-write-error to be counted")
+    if mode == "userspace":
+        wait_until(lambda: read_stats(sb)["tunnels"]["gre1"]["drops"].get("tun-write-error", 0) >= 1, 5,
+                   what="tun-write-error to be counted")
+    else:
+        wait_until(lambda: link_rx_dropped() > dropped_before, 5, what="the TUN's rx_dropped to rise")
     lab.exec("b", ["ip", "link", "set", "gre1", "up"])
     lab.exec("b", ["ip", "addr", "replace", "10.255.0.2/30", "dev", "gre1"])
     ping(lab, "a", "10.255.0.2")
@@ -392,3 +317,34 @@ def test_threaded_engine_forwards_while_its_event_loop_is_stalled(lab: Lab) -> N
     stats = json.loads(out.read_text())
     assert stats["dataplane_thread"] is False  # stopped by close() before the dump
     assert stats["tunnels"]["to-a"]["rx_packets"] >= 5 and stats["tunnels"]["to-c"]["tx_packets"] >= 5
+
+
+def decap_filters(lab: Lab, host: str) -> list[str]:
+    out = lab.exec(host, ["tc", "-j", "filter", "show", "dev", "eth0", "ingress"]).stdout
+    return [f["options"]["bpf_name"] for f in json.loads(out or "[]") if "bpf_name" in f.get("options", {})]
+
+
+def test_bpf_filters_go_at_sigterm_and_a_killed_engines_stale_one_is_replaced(lab: Lab) -> None:
+    """The decapsulation program sits on the underlay device, which outlives the engine: a filter a
+    SIGKILLed engine left would redirect the tunnel's packets into its TUN that is gone."""
+    skip_without_bpf()
+    start_tunnel(lab, "a", "--name", "gre1", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--mode",
+                 "userspace", "--address", "10.255.0.1/30")
+    args = ("--name", "gre1", "--local", "192.0.2.2", "--remote", "192.0.2.1", "--mode", "bpf",
+            "--address", "10.255.0.2/30")
+    proc, _ = start_tunnel(lab, "b", *args)
+    assert decap_filters(lab, "b") == ["gre1-decap"]
+    proc.signal(signal.SIGKILL)
+    proc.popen.wait(10)
+    assert decap_filters(lab, "b") == ["gre1-decap"]  # left behind
+    (lab.workdir / "b-stats.json").unlink()
+    proc, stats = start_tunnel(lab, "b", *args)
+    assert decap_filters(lab, "b") == ["gre1-decap"]
+    ping(lab, "a", "10.255.0.2")
+    assert read_stats(stats)["tunnels"]["gre1"]["bpf"]["offload"] == "tc-bpf"
+    wait_until(lambda: read_stats(stats)["tunnels"]["gre1"]["bpf"]["decap-packets"] >= 3, 5,
+               what="the new program to count the pings")
+    proc.signal(signal.SIGTERM)
+    proc.popen.wait(10)
+    assert proc.returncode == 0, proc.log_tail()
+    assert decap_filters(lab, "b") == []

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from alt_router.gre import bpf
 from alt_router.lab import ProcessHandle, json_mismatch, json_subset, wait_until
 from alt_router.lab.alt_runner import LabDir, down, status_lines, up
 from alt_router.lab.alt_topology import AltTopology
@@ -283,6 +284,21 @@ def _ttl_pairs(pcap: Path, *, live: bool) -> dict[tuple[str, str], list[int | No
     return pairs
 
 
+def _bpf_totals(lab: FrrMix, host: str) -> dict[str, int] | None:
+    """The tc-BPF programs' packet counts over ``host``'s tunnels; None where the host has kernel GRE
+    or cannot load BPF programs (then the node's tunnels are of another mode)."""
+    tunnels = lab.status(host, routes=False)["tunnels"]
+    if tunnels["mode"] != "bpf":
+        assert tunnels["mode"] == "kernel" or not bpf.probe()[0], tunnels
+        return None
+    totals = {"decap-packets": 0, "encap-packets": 0}
+    for name, entry in tunnels["tunnels"].items():
+        assert entry["bpf"]["offload"] == "tc-bpf", (name, entry)
+        for key in totals:
+            totals[key] += entry["bpf"][key]
+    return totals
+
+
 def test_tshark_shows_the_frr_mode_transit_decrementing_the_ttl(lab: FrrMix) -> None:
     tshark = require_tool("tshark")
     pcap = lab.ld.path / "fa-underlay.pcap"
@@ -298,9 +314,16 @@ def test_tshark_shows_the_frr_mode_transit_decrementing_the_ttl(lab: FrrMix) -> 
         wait_until(lambda: "Capturing on" in capture.read_log() or not capture.running(), 20,
                    what="tshark capturing on fa", on_timeout=capture.log_tail)
         assert capture.running(), capture.log_tail()
+        before = _bpf_totals(lab, "fa")
         for eid in ("153.16.1.9", "2001:db8:16:1::9"):
             status, doc = lab.lig(eid)
             assert status == 0, doc
+        # This kernel has no GRE, so fa's tunnels are tc-BPF GRE (docs/gre.md): the programs, not
+        # the userspace engine, took the datagrams out of GRE and put them back in.
+        after = _bpf_totals(lab, "fa")
+        if before is not None and after is not None:
+            assert after["decap-packets"] - before["decap-packets"] >= 2, (before, after)
+            assert after["encap-packets"] - before["encap-packets"] >= 2, (before, after)
         # dumpcap writes the capture in blocks: wait until both copies of each datagram are in it.
         wait_until(complete, 30, interval=0.5, what="the ALT datagrams in and out of fa in the capture",
                    on_timeout=lambda: f"{_ttl_pairs(pcap, live=True)}\n{capture.log_tail()}")
