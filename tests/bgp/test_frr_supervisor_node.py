@@ -83,7 +83,7 @@ def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernelRoutes:
     monkeypatch.setattr(frr_mode, "default_kernel_rib", factory)
     # The node's kernel data path (node/kernel_alt.py) would switch on forwarding and install local
     # routes in the namespace the test runs in: the host's, here.
-    monkeypatch.setattr(node_mapping, "enable_forwarding", lambda: [])
+    monkeypatch.setattr(node_mapping, "enable_forwarding", lambda **_: [])
     monkeypatch.setattr(node_mapping, "LocalRoutes", FakeLocalRoutes)
     return fake
 
